@@ -1,0 +1,1 @@
+"""codeQ: a queueing and completion service for event-driven systems."""
