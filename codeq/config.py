@@ -1,0 +1,132 @@
+"""Service settings: defaults, CODEQ_* environment variables, a TOML file, flags.
+
+Precedence, lowest first: defaults, config file, environment, command line.
+Each setting is declared once, as a field of ``Settings``; ``OPTIONS`` and
+``codeq serve --help`` are derived from those fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+BACKOFF_POLICIES = ("fixed", "linear", "exponential", "equal_jitter", "full_jitter")
+
+
+def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = _opt("127.0.0.1", "address to listen on")
+    port: int = _opt(8080, "port to listen on")
+    workers: int = _opt(1, "server processes sharing the port")
+    store_url: str = _opt("", "store URL (redis://[:password@]host:port/db or "
+                          "unix:///path.sock); empty: start an embedded kvrocks or redis-server")
+    data_dir: str = _opt("./data", "data directory of the embedded store")
+    tenant: str = _opt("default", "tenant of all tasks (until authentication names one)")
+    default_lease_seconds: float = _opt(300.0, "lease of a claim that names none")
+    max_attempts: int = _opt(5, "deliveries of a task that names no maxAttempts")
+    backoff_policy: str = _opt("full_jitter", "retry delay policy after a nack or an expired "
+                               "lease", BACKOFF_POLICIES)
+    backoff_base_seconds: float = _opt(1.0, "backoff base delay")
+    backoff_max_seconds: float = _opt(300.0, "backoff cap; also caps a nack's delaySeconds")
+    tick_interval: float = _opt(0.25, "seconds between promotions of due delayed tasks and "
+                                "requeues of expired leases")
+    retention_seconds: float = _opt(86400.0, "how long finished tasks and results are kept")
+    cleanup_interval: float = _opt(60.0, "seconds between retention cleanups")
+    max_body_bytes: int = _opt(1 << 20, "largest request body accepted")
+    log_level: str = _opt("info", "log level", ("debug", "info", "warning", "error"))
+
+    def __post_init__(self) -> None:
+        problems = validate(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting as the command line and the environment see it."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None
+
+    @property
+    def env(self) -> str:
+        return "CODEQ_" + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+_TYPES = {"str": str, "int": int, "float": float}
+OPTIONS: tuple[Option, ...] = tuple(
+    Option(f.name, _TYPES[str(f.type)], f.default, f.metadata["help"], f.metadata["choices"])
+    for f in fields(Settings)
+)
+
+
+def validate(s: Settings) -> list[str]:
+    """Return what is wrong with the settings, if anything."""
+    problems = []
+    if not 0 < s.port < 65536:
+        problems.append(f"port must be 1..65535, got {s.port}")
+    if s.workers < 1:
+        problems.append("workers must be at least 1")
+    if s.backoff_policy not in BACKOFF_POLICIES:
+        problems.append(f"backoff_policy must be one of {', '.join(BACKOFF_POLICIES)}")
+    for name in ("default_lease_seconds", "backoff_max_seconds", "tick_interval",
+                 "retention_seconds", "cleanup_interval"):
+        if getattr(s, name) <= 0:
+            problems.append(f"{name} must be positive")
+    if s.backoff_base_seconds < 0:
+        problems.append("backoff_base_seconds must not be negative")
+    if s.max_attempts < 1:
+        problems.append("max_attempts must be at least 1")
+    if s.max_body_bytes < 1024:
+        problems.append("max_body_bytes must be at least 1024")
+    return problems
+
+
+def _convert(option: Option, raw: Any, source: str) -> Any:
+    try:
+        value = option.type(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{source}: {option.name} must be a {option.type.__name__}, got {raw!r}") from None
+    if option.choices and value not in option.choices:
+        raise ValueError(f"{source}: {option.name} must be one of {', '.join(option.choices)}")
+    return value
+
+
+def load(config_file: str | None = None, flags: dict[str, Any] | None = None,
+         environ: dict[str, str] | None = None) -> Settings:
+    """Build settings from a config file, the environment and flags."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    by_name = {o.name: o for o in OPTIONS}
+    if config_file:
+        with open(config_file, "rb") as fh:
+            table = tomllib.load(fh)
+        for key, raw in table.items():
+            name = key.replace("-", "_")
+            if name not in by_name:
+                raise ValueError(f"{config_file}: unknown setting {key!r}")
+            values[name] = _convert(by_name[name], raw, config_file)
+    for option in OPTIONS:
+        if option.env in environ:
+            values[option.name] = _convert(option, environ[option.env], option.env)
+    for name, raw in (flags or {}).items():
+        if raw is not None:
+            values[name] = _convert(by_name[name], raw, by_name[name].flag)
+    return Settings(**values)

@@ -1,0 +1,124 @@
+"""Wake long polls from the store's pub/sub, one subscription per process.
+
+Scripts publish ``ready|<tenant>|<command>|<n>`` when tasks become ready
+while a claim long-polls, and ``result|<tenant>|<id>`` when a long-polled
+result is written. Each process keeps one subscriber connection and fans the
+messages out to its waiting requests (saq's way, not arq's polling).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Iterable
+
+from codeq._core import Client
+from codeq.keys import EVENTS_CHANNEL
+
+log = logging.getLogger("codeq.notify")
+
+
+class Notifier:
+    """Fan store notifications out to the coroutines waiting in this process."""
+
+    def __init__(self, url: str) -> None:
+        self._ready: dict[tuple[str, str], deque[asyncio.Future[None]]] = {}
+        self._results: dict[tuple[str, str], set[asyncio.Future[None]]] = {}
+        self.client = Client(
+            url,
+            name="codeq-events",
+            channel=EVENTS_CHANNEL,
+            on_push=self._on_push,
+            on_connect=self._wake_all,
+        )
+
+    def start(self) -> None:
+        self.client.start()
+
+    async def close(self) -> None:
+        await self.client.close()
+        self._wake_all()
+
+    async def wait_subscribed(self, timeout: float) -> bool:
+        return await self.client.wait_connected(timeout)
+
+    # -- registration ---------------------------------------------------------
+
+    def ready_waiter(self, tenant: str, commands: Iterable[str]) -> asyncio.Future[None]:
+        """Return a future resolved when one of the commands may have work.
+
+        Register before looking at the queue, so a task that becomes ready
+        between the look and the wait still wakes the caller.
+        """
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for command in commands:
+            self._ready.setdefault((tenant, command), deque()).append(fut)
+        return fut
+
+    def drop_ready_waiter(self, tenant: str, commands: Iterable[str], fut: asyncio.Future[None]) -> None:
+        for command in commands:
+            queue = self._ready.get((tenant, command))
+            if queue is None:
+                continue
+            try:
+                queue.remove(fut)
+            except ValueError:
+                pass
+            if not queue:
+                del self._ready[(tenant, command)]
+        if not fut.done():
+            fut.cancel()
+
+    def result_waiter(self, tenant: str, task_id: str) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._results.setdefault((tenant, task_id), set()).add(fut)
+        return fut
+
+    def drop_result_waiter(self, tenant: str, task_id: str, fut: asyncio.Future[None]) -> None:
+        waiters = self._results.get((tenant, task_id))
+        if waiters is not None:
+            waiters.discard(fut)
+            if not waiters:
+                del self._results[(tenant, task_id)]
+        if not fut.done():
+            fut.cancel()
+
+    # -- delivery -------------------------------------------------------------
+
+    def _on_push(self, reply: object) -> None:
+        if not isinstance(reply, list) or len(reply) != 3 or reply[0] != b"message":
+            return
+        parts = reply[2].decode().split("|")
+        if parts[0] == "ready" and len(parts) == 4:
+            self._wake_ready((parts[1], parts[2]), int(parts[3]))
+        elif parts[0] == "result" and len(parts) == 3:
+            for fut in self._results.pop((parts[1], parts[2]), ()):
+                if not fut.done():
+                    fut.set_result(None)
+
+    def _wake_ready(self, key: tuple[str, str], n: int) -> None:
+        # Wake one waiter per ready task, not all: the rest keep waiting
+        # instead of stampeding the store with claims that find nothing.
+        queue = self._ready.get(key)
+        while queue and n > 0:
+            fut = queue.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                n -= 1
+        if queue is not None and not queue:
+            del self._ready[key]
+
+    def _wake_all(self) -> None:
+        # After a (re)subscribe, messages may have been missed: let every
+        # waiter look again.
+        for queue in self._ready.values():
+            for fut in queue:
+                if not fut.done():
+                    fut.set_result(None)
+        self._ready.clear()
+        for waiters in self._results.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+        self._results.clear()

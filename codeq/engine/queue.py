@@ -1,0 +1,410 @@
+"""The queue engine: task semantics as one Lua script per transition.
+
+Speaks in tenants, commands and tasks; knows nothing of HTTP. Every state
+change of one task is one EVALSHA on that task's queue. The only operations
+spanning two hash slots are create (id -> command key first, then the task)
+and cleanup (the task first, then its id -> command key); either order leaves
+at worst a dangling id -> command key, which reads as an unknown task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from codeq import keys
+from codeq._core import Client, ReplyError
+from codeq.config import Settings
+from codeq.engine import scripts
+from codeq.engine.notify import Notifier
+from codeq.errors import (
+    ResultNotFound,
+    StoreUnavailable,
+    TaskNotFound,
+    script_error,
+)
+from codeq.keys import PRIORITY_MAX, PRIORITY_MIN, QueueKeys
+from codeq.schemas import ResultRecord, Task, result_decoder, task_decoder
+
+log = logging.getLogger("codeq.engine")
+
+# id -> command lookups cached per process; ids never change command, so
+# entries never go stale (a removed task simply reads as not found).
+COMMAND_CACHE_SIZE = 100_000
+TICK_LIMIT = 1000
+CLEANUP_LIMIT = 1000
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+def _discard(fut: asyncio.Future) -> None:
+    """Drop a queued command's outcome without leaving it unretrieved."""
+    if fut.done():
+        if not fut.cancelled():
+            fut.exception()
+    else:
+        fut.cancel()
+
+
+class Engine:
+    """Create, claim and finish tasks; run the background upkeep loops."""
+
+    def __init__(self, store: Client, notifier: Notifier, settings: Settings) -> None:
+        self.store = store
+        self.notifier = notifier
+        self.settings = settings
+        self._queues: dict[tuple[str, str], QueueKeys] = {}
+        self._registered: set[tuple[str, str]] = set()
+        self._commands: dict[tuple[str, str], str] = {}
+        self._loops: list[asyncio.Task[None]] = []
+        self._s = {name: scripts.load(name) for name in scripts.NUMKEYS}
+        for script in self._s.values():
+            store.register(script)
+        self._backoff = (
+            settings.backoff_policy,
+            _ms(settings.backoff_base_seconds),
+            _ms(settings.backoff_max_seconds),
+        )
+
+    # -- plumbing -------------------------------------------------------------
+
+    def queue(self, tenant: str, command: str) -> QueueKeys:
+        q = self._queues.get((tenant, command))
+        if q is None:
+            q = self._queues[(tenant, command)] = QueueKeys(tenant, command)
+        return q
+
+    async def _run(self, name: str, keys_: tuple[bytes, ...], args: tuple[object, ...]) -> list:
+        try:
+            return await self.store.evalsha(self._s[name], keys_, args)
+        except ReplyError as exc:
+            # A script error is a bug or a store refusing writes (OOM, read
+            # only replica): either way the store cannot serve the request.
+            log.error("script %s failed: %s", name, exc)
+            raise StoreUnavailable(f"store refused the operation: {exc}") from None
+
+    def _remember(self, tenant: str, task_id: str, command: str) -> None:
+        cache = self._commands
+        if len(cache) >= COMMAND_CACHE_SIZE:
+            del cache[next(iter(cache))]
+        cache[(tenant, task_id)] = command
+
+    async def _queue_of(self, tenant: str, task_id: str) -> QueueKeys:
+        command = self._commands.get((tenant, task_id))
+        if command is None:
+            raw = await self.store.execute((b"GET", keys.task_command(tenant, task_id)))
+            if raw is None:
+                raise TaskNotFound()
+            command = raw.decode()
+            self._remember(tenant, task_id, command)
+        return self.queue(tenant, command)
+
+    def _register(self, tenant: str, command: str) -> None:
+        # Queued in the same pipelined write as the create that follows, so
+        # it costs no round trip; the loops find queues through these sets.
+        key = (tenant, command)
+        if key in self._registered:
+            return
+        self._registered.add(key)
+
+        def check(fut: asyncio.Future) -> None:
+            if fut.cancelled() or fut.exception() is not None:
+                self._registered.discard(key)  # try again with the next create
+
+        for cmd in ((b"SADD", keys.TENANTS, tenant),
+                    (b"SADD", keys.tenant_commands(tenant), command)):
+            self.store.execute(cmd).add_done_callback(check)
+
+    # -- producer side ----------------------------------------------------------
+
+    async def create(
+        self,
+        tenant: str,
+        command: str,
+        payload: bytes,
+        *,
+        priority: int = 0,
+        max_attempts: int | None = None,
+        webhook: str | None = None,
+        idempotency_key: str | None = None,
+        run_at: datetime | None = None,
+        delay_seconds: float | None = None,
+    ) -> tuple[Task, bool]:
+        """Create a task; return it and whether it is new (idempotency)."""
+        q = self.queue(tenant, command)
+        priority = min(max(priority, PRIORITY_MIN), PRIORITY_MAX)
+        task_id = str(uuid.uuid4())
+        self._register(tenant, command)
+        args = (
+            task_id,
+            command,
+            payload,
+            priority,
+            max_attempts or self.settings.max_attempts,
+            webhook or "",
+            idempotency_key or "",
+            tenant,
+            "" if run_at is None else int(run_at.timestamp() * 1000),
+            _ms(delay_seconds or 0),
+            keys.EVENTS_CHANNEL,
+        )
+        # The id -> command key goes first, in the same pipelined write.
+        loc = self.store.execute((b"SET", keys.task_command(tenant, task_id), command))
+        try:
+            reply = await self._run(
+                "create", (q.ready_tier(priority), q.delayed, q.tasks, q.idem, q.waiting), args)
+        except BaseException:
+            _discard(loc)
+            raise
+        await loc
+        task = task_decoder.decode(reply[1])
+        created = reply[2] == 1
+        if not created:
+            # The key matched an earlier task: the id reserved above is unused.
+            await self.store.execute((b"DEL", keys.task_command(tenant, task_id)))
+        self._remember(tenant, task.id, command)
+        return task, created
+
+    async def get(self, tenant: str, task_id: str) -> Task:
+        q = await self._queue_of(tenant, task_id)
+        raw = await self.store.execute((b"HGET", q.tasks, task_id))
+        if raw is None:
+            raise TaskNotFound()
+        return task_decoder.decode(raw)
+
+    async def get_result(self, tenant: str, task_id: str, wait: float = 0) -> tuple[Task, ResultRecord]:
+        """Return a task and its result, waiting up to ``wait`` s for it."""
+        q = await self._queue_of(tenant, task_id)
+        deadline = time.monotonic() + wait
+        while True:
+            remaining = deadline - time.monotonic()
+            waiter = self.notifier.result_waiter(tenant, task_id) if remaining > 0 else None
+            try:
+                reply = await self._run(
+                    "result_wait", (q.tasks, q.results, q.rwaiters),
+                    (task_id, 1 if waiter else 0),
+                )
+                if reply[0] == 0:
+                    return task_decoder.decode(reply[1]), result_decoder.decode(reply[2])
+                if reply[0] != 6:
+                    raise script_error(reply[0])
+                if waiter is None:
+                    raise ResultNotFound()
+                try:
+                    await asyncio.wait_for(waiter, remaining)
+                except TimeoutError:
+                    raise ResultNotFound() from None
+            finally:
+                if waiter is not None:
+                    self.notifier.drop_result_waiter(tenant, task_id, waiter)
+
+    # -- worker side ------------------------------------------------------------
+
+    async def claim(
+        self,
+        tenant: str,
+        commands: Sequence[str],
+        worker: str,
+        *,
+        lease_seconds: float | None = None,
+        wait_seconds: float = 0,
+        count: int = 1,
+    ) -> list[Task]:
+        """Claim up to ``count`` tasks, long-polling up to ``wait_seconds``."""
+        commands = list(dict.fromkeys(commands))
+        lease_ms = _ms(lease_seconds or self.settings.default_lease_seconds)
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            remaining = deadline - time.monotonic()
+            waiter = self.notifier.ready_waiter(tenant, commands) if remaining > 0 else None
+            try:
+                tasks = await self._claim_once(tenant, commands, worker, lease_ms, count,
+                                               _ms(remaining) + 1000 if waiter else 0)
+                if tasks or waiter is None:
+                    return tasks
+                try:
+                    await asyncio.wait_for(waiter, remaining)
+                except TimeoutError:
+                    return []
+            finally:
+                if waiter is not None:
+                    self.notifier.drop_ready_waiter(tenant, commands, waiter)
+
+    async def _claim_once(self, tenant: str, commands: list[str], worker: str,
+                          lease_ms: int, count: int, wait_ms: int) -> list[Task]:
+        order = commands
+        if len(commands) > 1:
+            # Look at every queue in one pipelined batch, then claim from the
+            # most urgent first. Claims from the others follow only if short.
+            peeks = await asyncio.gather(*(
+                self._run("peek", (*self.queue(tenant, c).ready, self.queue(tenant, c).delayed), ())
+                for c in commands
+            ))
+            ranked = sorted(range(len(commands)), key=lambda i: -peeks[i])
+            order = [commands[i] for i in ranked if peeks[i] >= 0] or commands
+        tasks: list[Task] = []
+        for command in order:
+            q = self.queue(tenant, command)
+            reply = await self._run(
+                "claim",
+                (*q.ready, q.delayed, q.inflight, q.tasks, q.waiting),
+                (worker, lease_ms, uuid.uuid4().hex, count - len(tasks), wait_ms),
+            )
+            for raw in reply[1:]:
+                task = task_decoder.decode(raw)
+                self._remember(tenant, task.id, command)
+                tasks.append(task)
+            if len(tasks) >= count:
+                break
+        return tasks
+
+    async def _lease_op(self, name: str, tenant: str, task_id: str, keys_: tuple[bytes, ...],
+                        args: tuple[object, ...]) -> list:
+        reply = await self._run(name, keys_, args)
+        if reply[0] != 0:
+            raise script_error(reply[0])
+        return reply
+
+    async def heartbeat(self, tenant: str, task_id: str, worker: str, lease_id: str | None,
+                        extend_seconds: float | None = None) -> float:
+        """Extend a lease; return the new lease end (epoch seconds)."""
+        q = await self._queue_of(tenant, task_id)
+        extend = _ms(extend_seconds or self.settings.default_lease_seconds)
+        reply = await self._lease_op("heartbeat", tenant, task_id, (q.tasks, q.inflight),
+                                     (task_id, worker, lease_id or "", extend))
+        return reply[1] / 1000
+
+    async def abandon(self, tenant: str, task_id: str, worker: str, lease_id: str | None) -> None:
+        q = await self._queue_of(tenant, task_id)
+        await self._lease_op("abandon", tenant, task_id, (*q.ready, q.tasks, q.inflight, q.waiting),
+                             (task_id, worker, lease_id or "", keys.EVENTS_CHANNEL, tenant))
+
+    def _retry_keys(self, q: QueueKeys) -> tuple[bytes, ...]:
+        return (*q.ready, q.tasks, q.inflight, q.delayed, q.results, q.done, q.dlq,
+                q.waiting, q.rwaiters)
+
+    async def nack(self, tenant: str, task_id: str, worker: str, lease_id: str | None,
+                   delay_seconds: float | None = None, reason: str | None = None,
+                   ) -> tuple[str, float | None]:
+        """Refuse a delivery; return ("requeued", delay s) or ("dlq", None)."""
+        q = await self._queue_of(tenant, task_id)
+        reply = await self._lease_op(
+            "nack", tenant, task_id, self._retry_keys(q),
+            (task_id, worker, lease_id or "", -1 if delay_seconds is None else _ms(delay_seconds),
+             reason or "", *self._backoff, random.random(), keys.EVENTS_CHANNEL, tenant),
+        )
+        outcome = reply[1].decode()
+        return outcome, (reply[2] / 1000 if outcome == "requeued" else None)
+
+    async def submit_result(self, tenant: str, task_id: str, worker: str, lease_id: str | None,
+                            status: str, result: bytes = b"", error: str | None = None,
+                            artifacts: bytes = b"") -> ResultRecord:
+        q = await self._queue_of(tenant, task_id)
+        reply = await self._lease_op(
+            "result", tenant, task_id, (q.tasks, q.inflight, q.results, q.done, q.rwaiters),
+            (task_id, worker, lease_id or "", status, result, error or "", artifacts,
+             keys.EVENTS_CHANNEL, tenant),
+        )
+        return result_decoder.decode(reply[1])
+
+    # -- upkeep -------------------------------------------------------------------
+
+    async def queues(self) -> list[QueueKeys]:
+        """Return every queue any process has created a task in."""
+        out = []
+        for raw_tenant in await self.store.execute((b"SMEMBERS", keys.TENANTS)):
+            tenant = raw_tenant.decode()
+            for raw in await self.store.execute((b"SMEMBERS", keys.tenant_commands(tenant))):
+                out.append(self.queue(tenant, raw.decode()))
+        return out
+
+    async def tick(self) -> tuple[int, int, int]:
+        """Promote due delayed tasks and requeue expired leases, all queues."""
+        queues = await self.queues()
+        throttle = max(_ms(self.settings.tick_interval * 0.8), 1)
+        replies = await asyncio.gather(*(
+            self._run("tick", (*self._retry_keys(q), q.ticked),
+                      (TICK_LIMIT, *self._backoff, random.random(), keys.EVENTS_CHANNEL,
+                       q.tenant, q.command, throttle))
+            for q in queues
+        ))
+        totals = [0, 0, 0]
+        for reply in replies:
+            if reply[0] >= 0:
+                for i in range(3):
+                    totals[i] += reply[i]
+        return totals[0], totals[1], totals[2]
+
+    async def cleanup(self) -> int:
+        """Remove finished tasks past retention; return how many."""
+        removed = 0
+        retention = _ms(self.settings.retention_seconds)
+        for q in await self.queues():
+            while True:
+                ids = await self._run("cleanup",
+                                      (q.tasks, q.results, q.done, q.dlq, q.idem, q.rwaiters),
+                                      (retention, CLEANUP_LIMIT))
+                if ids:
+                    await self.store.execute(
+                        (b"DEL", *(keys.task_command(q.tenant, i.decode()) for i in ids)))
+                removed += len(ids)
+                if len(ids) < CLEANUP_LIMIT:
+                    break
+        return removed
+
+    async def open(self, connect_timeout: float = 5.0) -> None:
+        """Connect and start the loops.
+
+        A store still down is not fatal: requests get 503 until the
+        reconnect loop gets through.
+        """
+        self.store.start()
+        self.notifier.start()
+        if not await self.store.wait_connected(connect_timeout):
+            log.warning("store %s not reachable yet; retrying in the background", self.store.url)
+        self.start()
+
+    async def close(self) -> None:
+        await self.stop()
+        await self.notifier.close()
+        await self.store.close()
+
+    async def ping(self) -> bool:
+        """Return whether the store answers right now."""
+        try:
+            return await asyncio.wait_for(self.store.execute((b"PING",)), 2.0) == b"PONG"
+        except (StoreUnavailable, ReplyError, TimeoutError):
+            return False
+
+    def start(self) -> None:
+        """Start the background loops of this process."""
+        self._loops = [
+            asyncio.create_task(self._every(self.settings.tick_interval, self.tick), name="tick"),
+            asyncio.create_task(self._every(self.settings.cleanup_interval, self.cleanup),
+                                name="cleanup"),
+        ]
+
+    async def stop(self) -> None:
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops = []
+
+    async def _every(self, interval: float, job) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if not self.store.is_connected:
+                continue
+            try:
+                await job()
+            except StoreUnavailable:
+                pass  # the store is down; the next round tries again
+            except Exception:
+                log.exception("background %s failed", job.__name__)

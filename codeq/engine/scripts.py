@@ -1,0 +1,59 @@
+"""Load the Lua scripts of codeq/scripts, resolving their includes."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+
+from codeq._core import Script
+
+SCRIPT_DIR = Path(__file__).resolve().parent.parent / "scripts"
+_INCLUDE = re.compile(r"^-- @include (\w+)$", re.MULTILINE)
+_HEADER_KEY = re.compile(r"^\s*KEYS\[(\d+)(?:\.\.(\d+))?\]", re.MULTILINE)
+
+# Scripts and how many keys each caller passes; a test checks every header
+# against these counts.
+NUMKEYS = {
+    "create": 5,
+    "claim": 14,
+    "peek": 11,
+    "heartbeat": 2,
+    "abandon": 13,
+    "nack": 18,
+    "result": 5,
+    "result_wait": 3,
+    "tick": 19,
+    "cleanup": 6,
+}
+
+
+def render(name: str) -> str:
+    """Return a script's source with its includes inlined."""
+    source = (SCRIPT_DIR / f"{name}.lua").read_text()
+
+    def include(match: re.Match[str]) -> str:
+        return (SCRIPT_DIR / "includes" / f"{match.group(1)}.lua").read_text()
+
+    return _INCLUDE.sub(include, source)
+
+
+def header_key_count(name: str) -> int:
+    """Return how many KEYS a script's header documents."""
+    source = (SCRIPT_DIR / f"{name}.lua").read_text()
+    header = source.split("]]", 1)[0]
+    highest = 0
+    for match in _HEADER_KEY.finditer(header):
+        highest = max(highest, int(match.group(2) or match.group(1)))
+    return highest
+
+
+@cache
+def load(name: str) -> Script:
+    """Return the Script object for one operation."""
+    return Script(name, render(name), NUMKEYS[name])
+
+
+def all_scripts() -> list[Script]:
+    """Return every script, for loading at start."""
+    return [load(name) for name in NUMKEYS]

@@ -1,0 +1,84 @@
+"""Every store key and channel name codeQ uses, built in one place.
+
+Layout (cluster-safe: one script only ever touches keys of one hash tag):
+
+    codeq:{<tenant>:<command>}:ready:<0..9>   list of task ids, FIFO per tier
+    codeq:{<tenant>:<command>}:delayed        zset id -> visible at (ms)
+    codeq:{<tenant>:<command>}:inflight       zset id -> lease until (ms)
+    codeq:{<tenant>:<command>}:tasks          hash id -> task record (msgpack)
+    codeq:{<tenant>:<command>}:results        hash id -> result record (msgpack)
+    codeq:{<tenant>:<command>}:done           zset id -> finished at (ms), for retention
+    codeq:{<tenant>:<command>}:dlq            zset id -> dead-lettered at (ms)
+    codeq:{<tenant>:<command>}:idem           hash idempotency key -> id
+    codeq:{<tenant>:<command>}:waiting        string, set while a claim long-polls
+    codeq:{<tenant>:<command>}:rwaiters       set of ids whose result is long-polled
+    codeq:{<tenant>:<command>}:ticked         string, throttles the background tick
+    codeq:{<tenant>/<id>}:command             string: which command a task id belongs to
+    codeq:{<tenant>}:commands                 set of commands ever used by the tenant
+    codeq:tenants                             set of tenants
+
+Commands and tenants are limited to ``[A-Za-z0-9._:-]`` (see ``NAME_PATTERN``),
+so they can never contain the ``{}`` of a hash tag or the ``/`` of an id key.
+"""
+
+from __future__ import annotations
+
+PRIORITY_MIN = 0
+PRIORITY_MAX = 9
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
+
+TENANTS = b"codeq:tenants"
+EVENTS_CHANNEL = b"codeq:events"
+
+
+class QueueKeys:
+    """The keys of one (tenant, command) queue, all under one hash tag."""
+
+    __slots__ = (
+        "command",
+        "delayed",
+        "dlq",
+        "done",
+        "idem",
+        "inflight",
+        "ready",
+        "results",
+        "rwaiters",
+        "tasks",
+        "tenant",
+        "ticked",
+        "waiting",
+    )
+
+    def __init__(self, tenant: str, command: str) -> None:
+        self.tenant = tenant
+        self.command = command
+        prefix = f"codeq:{{{tenant}:{command}}}:"
+        # Highest tier first: the order claim scripts scan them in.
+        self.ready: tuple[bytes, ...] = tuple(
+            f"{prefix}ready:{p}".encode() for p in range(PRIORITY_MAX, PRIORITY_MIN - 1, -1)
+        )
+        self.delayed = f"{prefix}delayed".encode()
+        self.inflight = f"{prefix}inflight".encode()
+        self.tasks = f"{prefix}tasks".encode()
+        self.results = f"{prefix}results".encode()
+        self.done = f"{prefix}done".encode()
+        self.dlq = f"{prefix}dlq".encode()
+        self.idem = f"{prefix}idem".encode()
+        self.waiting = f"{prefix}waiting".encode()
+        self.rwaiters = f"{prefix}rwaiters".encode()
+        self.ticked = f"{prefix}ticked".encode()
+
+    def ready_tier(self, priority: int) -> bytes:
+        """Return the ready list of one priority tier."""
+        return self.ready[PRIORITY_MAX - priority]
+
+
+def task_command(tenant: str, task_id: str) -> bytes:
+    """Return the key naming the command a task id belongs to."""
+    return f"codeq:{{{tenant}/{task_id}}}:command".encode()
+
+
+def tenant_commands(tenant: str) -> bytes:
+    """Return the set of commands a tenant has used."""
+    return f"codeq:{{{tenant}}}:commands".encode()

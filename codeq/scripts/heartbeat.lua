@@ -1,0 +1,27 @@
+--[[
+  Extend the lease of an in-progress task (lease owner only).
+
+  KEYS[1] tasks     hash of task records
+  KEYS[2] inflight  zset id -> lease until (ms)
+
+  ARGV[1] id
+  ARGV[2] workerId
+  ARGV[3] leaseId   '' when the caller gave none
+  ARGV[4] extend    ms from now
+
+  Returns {0, leaseUntil (ms)} or {code} (see lease.lua).
+]]
+-- @include common
+-- @include lease
+
+local now = now_ms()
+local task, code = check_lease(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], now)
+if not task then
+  return {code}
+end
+local lease_until = now + tonumber(ARGV[4])
+redis.call('ZADD', KEYS[2], lease_until, task.id)
+task.leaseUntil = lease_until / 1000
+task.updatedAt = now / 1000
+save_task(KEYS[1], task)
+return {0, lease_until}
