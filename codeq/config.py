@@ -103,7 +103,8 @@ def _convert(option: Option, raw: Any, source: str) -> Any:
     try:
         value = option.type(raw)
     except (TypeError, ValueError):
-        raise ValueError(f"{source}: {option.name} must be a {option.type.__name__}, got {raw!r}") from None
+        kind = option.type.__name__
+        raise ValueError(f"{source}: {option.name} must be a {kind}, got {raw!r}") from None
     if option.choices and value not in option.choices:
         raise ValueError(f"{source}: {option.name} must be one of {', '.join(option.choices)}")
     return value

@@ -9,6 +9,7 @@ messages out to its waiting requests (saq's way, not arq's polling).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Iterable
@@ -56,15 +57,14 @@ class Notifier:
             self._ready.setdefault((tenant, command), deque()).append(fut)
         return fut
 
-    def drop_ready_waiter(self, tenant: str, commands: Iterable[str], fut: asyncio.Future[None]) -> None:
+    def drop_ready_waiter(self, tenant: str, commands: Iterable[str],
+                          fut: asyncio.Future[None]) -> None:
         for command in commands:
             queue = self._ready.get((tenant, command))
             if queue is None:
                 continue
-            try:
+            with contextlib.suppress(ValueError):
                 queue.remove(fut)
-            except ValueError:
-                pass
             if not queue:
                 del self._ready[(tenant, command)]
         if not fut.done():

@@ -179,7 +179,8 @@ class Engine:
             raise TaskNotFound()
         return task_decoder.decode(raw)
 
-    async def get_result(self, tenant: str, task_id: str, wait: float = 0) -> tuple[Task, ResultRecord]:
+    async def get_result(self, tenant: str, task_id: str,
+                         wait: float = 0) -> tuple[Task, ResultRecord]:
         """Return a task and its result, waiting up to ``wait`` s for it."""
         q = await self._queue_of(tenant, task_id)
         deadline = time.monotonic() + wait

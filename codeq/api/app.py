@@ -1,0 +1,78 @@
+"""Build the Falcon ASGI application: routes, error handlers, lifecycle."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import falcon
+import falcon.asgi
+
+from codeq.api import claims, health, results, tasks
+from codeq.api.common import Context, send
+from codeq.config import Settings
+from codeq.errors import CodeqError, MethodNotAllowed, NotFound, StoreUnavailable
+from codeq.schemas import json_encoder
+
+log = logging.getLogger("codeq.api")
+PREFIX = "/v1/codeq"
+
+
+class Lifecycle:
+    """Open the engine on ASGI startup and close it on shutdown."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    async def process_startup(self, scope: dict, event: dict) -> None:
+        await self.engine.open()
+
+    async def process_shutdown(self, scope: dict, event: dict) -> None:
+        await self.engine.close()
+
+
+async def _codeq_error(req: Any, resp: falcon.asgi.Response, exc: CodeqError, params: Any) -> None:
+    send(resp, exc.to_dict(), exc.status)
+    if isinstance(exc, StoreUnavailable):
+        resp.set_header("Retry-After", "1")
+
+
+async def _unexpected(req: Any, resp: falcon.asgi.Response, exc: Exception, params: Any) -> None:
+    log.exception("unhandled error on %s %s", req.method, req.path)
+    send(resp, CodeqError().to_dict(), 500)
+
+
+def _http_error(req: Any, resp: falcon.asgi.Response, exc: falcon.HTTPError) -> None:
+    """Serialize falcon's own errors (unknown route, bad method) in our shape."""
+    status = exc.status_code
+    if status == 404:
+        body = NotFound(f"no such endpoint: {req.method} {req.path}").to_dict()
+    elif status == 405:
+        body = MethodNotAllowed(f"method {req.method} not allowed on {req.path}").to_dict()
+    else:
+        message = exc.title if not exc.description else f"{exc.title}: {exc.description}"
+        body = {"error": message, "code": "HTTP_ERROR"}
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = json_encoder.encode(body)
+
+
+def create_app(engine: Any, settings: Settings) -> falcon.asgi.App:
+    """Wire the v1 routes to ``engine``; the store comes with the engine."""
+    ctx = Context(engine, settings)
+    app = falcon.asgi.App(middleware=[Lifecycle(engine)])
+    app.req_options.strip_url_path_trailing_slash = True
+
+    app.add_route("/healthz", health.Health())
+    app.add_route("/readyz", health.Ready(ctx))
+    app.add_route(f"{PREFIX}/tasks", tasks.Tasks(ctx))
+    app.add_route(f"{PREFIX}/tasks/claim", claims.Claim(ctx))
+    app.add_route(f"{PREFIX}/tasks/{{id}}", tasks.Task(ctx))
+    app.add_route(f"{PREFIX}/tasks/{{id}}/heartbeat", claims.Heartbeat(ctx))
+    app.add_route(f"{PREFIX}/tasks/{{id}}/abandon", claims.Abandon(ctx))
+    app.add_route(f"{PREFIX}/tasks/{{id}}/nack", claims.Nack(ctx))
+    app.add_route(f"{PREFIX}/tasks/{{id}}/result", results.TaskResult(ctx))
+
+    app.add_error_handler(Exception, _unexpected)
+    app.add_error_handler(CodeqError, _codeq_error)
+    app.set_error_serializer(_http_error)
+    return app

@@ -1,0 +1,79 @@
+"""Workers' resources: claim tasks and act on the lease they hold."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import falcon
+
+from codeq.api.common import Context, lease_id, read_body, send, task_id, worker_id
+from codeq.schemas import (
+    ClaimRequest,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    LeaseBody,
+    NackRequest,
+    RequeueResponse,
+)
+
+
+class Claim:
+    """POST /v1/codeq/tasks/claim: 200 with a task, 204 when none came."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        worker = worker_id(req)
+        body = await read_body(req, self.ctx, ClaimRequest)
+        tasks = await self.ctx.engine.claim(
+            self.ctx.tenant(req), body.commands, worker,
+            lease_seconds=body.leaseSeconds, wait_seconds=body.waitSeconds,
+        )
+        if tasks:
+            send(resp, tasks[0])
+        else:
+            resp.status = 204
+
+
+class Heartbeat:
+    """POST /v1/codeq/tasks/{id}/heartbeat"""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, id: str) -> None:
+        tid, worker = task_id(id), worker_id(req)
+        body = await read_body(req, self.ctx, HeartbeatRequest, optional=True)
+        until = await self.ctx.engine.heartbeat(
+            self.ctx.tenant(req), tid, worker, lease_id(req, body.leaseId), body.extendSeconds)
+        send(resp, HeartbeatResponse(ok=True, leaseUntil=datetime.fromtimestamp(until, UTC)))
+
+
+class Abandon:
+    """POST /v1/codeq/tasks/{id}/abandon"""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, id: str) -> None:
+        tid, worker = task_id(id), worker_id(req)
+        body = await read_body(req, self.ctx, LeaseBody, optional=True)
+        await self.ctx.engine.abandon(self.ctx.tenant(req), tid, worker,
+                                      lease_id(req, body.leaseId))
+        send(resp, RequeueResponse(status="requeued"))
+
+
+class Nack:
+    """POST /v1/codeq/tasks/{id}/nack"""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, id: str) -> None:
+        tid, worker = task_id(id), worker_id(req)
+        body = await read_body(req, self.ctx, NackRequest, optional=True)
+        outcome, delay = await self.ctx.engine.nack(
+            self.ctx.tenant(req), tid, worker, lease_id(req, body.leaseId),
+            body.delaySeconds, body.reason)
+        send(resp, RequeueResponse(status=outcome, delaySeconds=delay))

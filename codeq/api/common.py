@@ -1,0 +1,116 @@
+"""Request plumbing shared by the resources: bodies, identities, responses."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any, TypeVar
+
+import falcon
+import msgspec
+
+from codeq.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from codeq.schemas import json_encoder
+
+T = TypeVar("T")
+
+_DECODERS: dict[type, msgspec.json.Decoder] = {}
+_FIELD = re.compile(r"at `\$\.(\w+)")
+_WORKER_ID = re.compile(r"^[\x21-\x7e]{1,256}$")
+
+
+class Context:
+    """What every resource needs: the engine, settings, the caller's tenant."""
+
+    def __init__(self, engine: Any, settings: Any) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.max_body = settings.max_body_bytes
+
+    def tenant(self, req: falcon.asgi.Request) -> str:
+        # Authentication will name the tenant; until then one is configured.
+        return self.settings.tenant
+
+
+def _decoder(kind: type[T]) -> msgspec.json.Decoder:
+    dec = _DECODERS.get(kind)
+    if dec is None:
+        dec = _DECODERS[kind] = msgspec.json.Decoder(kind)
+    return dec
+
+
+async def read_body(req: falcon.asgi.Request, ctx: Context, kind: type[T], *,
+                    optional: bool = False) -> T:
+    """Decode the JSON body into ``kind``; refuse anything malformed."""
+    length = req.content_length
+    if length is not None and length > ctx.max_body:
+        raise PayloadTooLarge(f"request body exceeds {ctx.max_body} bytes")
+    data = await req.stream.read(ctx.max_body + 1)
+    if len(data) > ctx.max_body:
+        raise PayloadTooLarge(f"request body exceeds {ctx.max_body} bytes")
+    if not data.strip():
+        if optional:
+            return kind()
+        raise BadRequest("request body is required")
+    media = (req.content_type or "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise UnsupportedMediaType(
+            f"request body must be application/json, got {media or 'no content type'}")
+    try:
+        return _decoder(kind).decode(data)
+    except msgspec.ValidationError as exc:
+        found = _FIELD.search(str(exc))
+        detail = {"field": found.group(1)} if found else {}
+        raise BadRequest(f"invalid request body: {exc}", **detail) from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+
+
+def task_id(raw: str) -> str:
+    """Return a task id in canonical form; 400 unless it is a UUID."""
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise BadRequest("task id must be a UUID", field="id") from None
+
+
+def worker_id(req: falcon.asgi.Request) -> str:
+    """Return the calling worker's identity (X-Worker-Id until auth lands)."""
+    worker = req.get_header("X-Worker-Id")
+    if not worker:
+        raise BadRequest("X-Worker-Id header is required", field="X-Worker-Id")
+    if not _WORKER_ID.match(worker):
+        raise BadRequest("X-Worker-Id must be 1 to 256 visible ASCII characters",
+                         field="X-Worker-Id")
+    return worker
+
+
+def lease_id(req: falcon.asgi.Request, body_value: str | None) -> str | None:
+    """Return the fencing token from the body or the X-Lease-Id header."""
+    header = req.get_header("X-Lease-Id")
+    if body_value and header and body_value != header:
+        raise BadRequest("leaseId in the body and X-Lease-Id differ", field="leaseId")
+    value = body_value or header
+    if value is not None and not 0 < len(value) <= 128:
+        raise BadRequest("leaseId must be 1 to 128 characters", field="leaseId")
+    return value
+
+
+def send(resp: falcon.asgi.Response, body: Any, status: int = 200) -> None:
+    resp.status = status
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = json_encoder.encode(body)
+
+
+def query_seconds(req: falcon.asgi.Request, name: str, maximum: float) -> float:
+    """Parse a non-negative seconds query parameter bounded by ``maximum``."""
+    raw = req.get_param(name)
+    if raw is None:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a number", field=name) from None
+    if not 0 <= value <= maximum:
+        raise BadRequest(f"{name} must be between 0 and {maximum:g}", field=name)
+    return value

@@ -1,0 +1,106 @@
+"""The embedded store: a local kvrocks or redis-server that ``codeq serve``
+starts, supervises and stops when no store URL is given."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+log = logging.getLogger("codeq.store")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ping(url_host: str | None, port: int | None, path: str | None, timeout: float = 0.5) -> bool:
+    """Return whether a store answers PING on a TCP port or unix socket."""
+    try:
+        if path:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            sock.connect(path)
+        else:
+            sock = socket.create_connection((url_host, port), timeout)
+        with sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class EmbeddedStore:
+    """One store process with its data under ``data_dir``, append-only on."""
+
+    def __init__(self, data_dir: str, binary: str | None = None) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.binary = binary or shutil.which("kvrocks") or shutil.which("redis-server")
+        if self.binary is None:
+            raise RuntimeError("no store: install kvrocks or redis-server, or pass --store-url")
+        self.kind = "kvrocks" if Path(self.binary).name.startswith("kvrocks") else "redis"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port: int | None = None
+        self.socket_path = str(self.data_dir / "store.sock")
+
+    @property
+    def url(self) -> str:
+        if self.kind == "redis":
+            return f"unix://{self.socket_path}"
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _command(self) -> list[str]:
+        if self.kind == "redis":
+            # appendfsync everysec: the AOF is written before replies are sent,
+            # so a crash of the store process loses nothing acknowledged.
+            return [self.binary, "--port", "0", "--unixsocket", self.socket_path,
+                    "--unixsocketperm", "700", "--dir", str(self.data_dir),
+                    "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+                    "--daemonize", "no", "--loglevel", "warning"]
+        if self.port is None:
+            self.port = _free_port()
+        return [self.binary, "--bind", "127.0.0.1", "--port", str(self.port),
+                "--dir", str(self.data_dir), "--daemonize", "no"]
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the store and wait until it answers."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.kind == "redis" and os.path.exists(self.socket_path):
+            os.unlink(self.socket_path)  # left by a crash; redis would not bind
+        log_file = open(self.data_dir / "store.log", "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(self._command(), stdout=log_file, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        log_file.close()
+        deadline = time.monotonic() + timeout
+        while not ping("127.0.0.1", self.port, self.socket_path if self.kind == "redis" else None):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}; "
+                                   f"see {self.data_dir / 'store.log'}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.kind} did not answer within {timeout:g} s")
+            time.sleep(0.05)
+        log.info("embedded %s ready at %s (data in %s)", self.kind, self.url, self.data_dir)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the store (SIGTERM, then SIGKILL after ``timeout``)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None

@@ -1,0 +1,121 @@
+"""Run the service: the embedded store if asked, N server processes, supervision."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import socket
+import threading
+
+from codeq.config import Settings
+from codeq.embedded import EmbeddedStore
+
+log = logging.getLogger("codeq.server")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(),
+                        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+
+
+def build_app(settings: Settings, store_url: str):
+    """Return the ASGI app of one server process, wired to its own clients."""
+    from codeq._core import Client
+    from codeq.api import create_app
+    from codeq.engine import Engine, Notifier
+
+    engine = Engine(Client(store_url, name="codeq"), Notifier(store_url), settings)
+    return create_app(engine, settings)
+
+
+def _worker_main(settings: Settings, store_url: str, sock: socket.socket) -> None:
+    """Serve HTTP on an inherited listening socket until told to stop."""
+    import uvicorn
+
+    setup_logging(settings.log_level)
+    config = uvicorn.Config(
+        build_app(settings, store_url),
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=settings.log_level,
+        timeout_keep_alive=75,
+        # Long polls end within 60 s; give them that long to finish.
+        timeout_graceful_shutdown=65,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run(settings: Settings) -> int:
+    """Serve until SIGINT or SIGTERM; return the exit status."""
+    setup_logging(settings.log_level)
+    store = None
+    url = settings.store_url
+    if not url:
+        store = EmbeddedStore(settings.data_dir)
+        store.start()
+        url = store.url
+    try:
+        sock = _listen(settings.host, settings.port)
+        log.info("codeQ listening on http://%s:%d with %d process(es), store %s",
+                 settings.host, sock.getsockname()[1], settings.workers, url)
+        if store is None and settings.workers == 1:
+            _worker_main(settings, url, sock)
+            return 0
+        return _supervise(settings, url, sock, store)
+    finally:
+        if store is not None:
+            store.stop()
+
+
+def _supervise(settings: Settings, url: str, sock: socket.socket,
+               store: EmbeddedStore | None) -> int:
+    """Keep N server processes (and the embedded store) running until stopped."""
+    ctx = multiprocessing.get_context("spawn")
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    def spawn(i: int) -> multiprocessing.process.BaseProcess:
+        proc = ctx.Process(target=_worker_main, args=(settings, url, sock),
+                           name=f"codeq-server-{i}", daemon=False)
+        proc.start()
+        return proc
+
+    procs = [spawn(i) for i in range(settings.workers)]
+    while not stopping.wait(0.5):
+        if store is not None and not store.alive():
+            log.error("embedded store exited; restarting it from its append-only file")
+            try:
+                store.start()
+            except RuntimeError:
+                log.exception("embedded store failed to start; retrying")
+        for i, proc in enumerate(procs):
+            if not proc.is_alive():
+                log.error("server process %s exited with %s; starting another",
+                          proc.pid, proc.exitcode)
+                procs[i] = spawn(i)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.join(70)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    return 0
