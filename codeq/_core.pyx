@@ -183,7 +183,7 @@ cdef class _Protocol:
             if not fut.done():
                 fut.set_exception(exc)
 
-    cdef object send(self, tuple args):
+    cpdef object send(self, tuple args):
         if self.transport is None:
             raise StoreUnavailable("not connected to the store")
         fut = self.loop.create_future()

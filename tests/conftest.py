@@ -1,0 +1,35 @@
+"""Session fixtures: one real redis-server, one real codeq serve, flushed per test."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import CodeqServer, RedisServer
+
+# Fast upkeep and short backoff keep the lease and retry tests quick.
+SERVE_ARGS = ("--tick-interval", "0.05", "--backoff-policy", "fixed",
+              "--backoff-base-seconds", "0.2", "--backoff-max-seconds", "5",
+              "--log-level", "warning")
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def store(redis_server):
+    """A redis-py client on an empty store."""
+    client = redis_server.client()
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def codeq_server(redis_server):
+    server = CodeqServer("--store-url", redis_server.url, *SERVE_ARGS).start()
+    yield server
+    server.stop()
