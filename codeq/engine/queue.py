@@ -360,7 +360,7 @@ class Engine:
                     break
         return removed
 
-    async def open(self, connect_timeout: float = 5.0) -> None:
+    async def open(self, connect_timeout: float = 5.0, loops: bool = True) -> None:
         """Connect and start the loops.
 
         A store still down is not fatal: requests get 503 until the
@@ -370,7 +370,8 @@ class Engine:
         self.notifier.start()
         if not await self.store.wait_connected(connect_timeout):
             log.warning("store %s not reachable yet; retrying in the background", self.store.url)
-        self.start()
+        if loops:
+            self.start()
 
     async def close(self) -> None:
         await self.stop()

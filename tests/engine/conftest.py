@@ -1,0 +1,35 @@
+"""Engine fixtures: engines on the session redis-server, upkeep loops off."""
+
+from __future__ import annotations
+
+import pytest
+
+from codeq._core import Client
+from codeq.config import Settings
+from codeq.engine import Engine, Notifier
+
+TENANT = "default"
+FAST = {"backoff_policy": "fixed", "backoff_base_seconds": 0.2, "backoff_max_seconds": 5.0}
+
+
+@pytest.fixture
+async def make_engine(redis_server, store):
+    """Return engines (each with its own connections, like separate processes)."""
+    engines = []
+
+    async def make(**overrides):
+        settings = Settings(**{**FAST, **overrides})
+        engine = Engine(Client(redis_server.url), Notifier(redis_server.url), settings)
+        await engine.open(loops=False)
+        assert await engine.notifier.wait_subscribed(5)
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        await engine.close()
+
+
+@pytest.fixture
+async def engine(make_engine):
+    return await make_engine()
