@@ -21,11 +21,25 @@ def redis_server():
 
 @pytest.fixture
 def store(redis_server):
-    """A redis-py client on an empty store."""
+    """A redis-py client on an empty store (for tests without a server process)."""
     client = redis_server.client()
     client.flushall()
     yield client
     client.close()
+
+
+@pytest.fixture
+def store_view(redis_server):
+    """A redis-py client that leaves the store as it is (a server process shares it)."""
+    client = redis_server.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def command(request):
+    """A command name of this test's own, so tests sharing a server never meet."""
+    return "t." + request.node.name.replace("[", ".").replace("]", "")[:100].replace("-", "_")
 
 
 @pytest.fixture(scope="session")

@@ -44,10 +44,10 @@ async def read_body(req: falcon.asgi.Request, ctx: Context, kind: type[T], *,
     """Decode the JSON body into ``kind``; refuse anything malformed."""
     length = req.content_length
     if length is not None and length > ctx.max_body:
-        raise PayloadTooLarge(f"request body exceeds {ctx.max_body} bytes")
+        raise PayloadTooLarge(f"request body too large (limit {ctx.max_body} bytes)")
     data = await req.stream.read(ctx.max_body + 1)
     if len(data) > ctx.max_body:
-        raise PayloadTooLarge(f"request body exceeds {ctx.max_body} bytes")
+        raise PayloadTooLarge(f"request body too large (limit {ctx.max_body} bytes)")
     if not data.strip():
         if optional:
             return kind()
@@ -64,6 +64,8 @@ async def read_body(req: falcon.asgi.Request, ctx: Context, kind: type[T], *,
         raise BadRequest(f"invalid request body: {exc}", **detail) from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("malformed JSON: nested too deeply") from None
 
 
 def task_id(raw: str) -> str:

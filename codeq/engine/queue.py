@@ -38,6 +38,7 @@ log = logging.getLogger("codeq.engine")
 COMMAND_CACHE_SIZE = 100_000
 TICK_LIMIT = 1000
 CLEANUP_LIMIT = 1000
+REGISTRY_REFRESH = 60.0
 
 
 def _ms(seconds: float) -> int:
@@ -113,6 +114,8 @@ class Engine:
         if key in self._registered:
             return
         self._registered.add(key)
+        # Forget it now and then, so a registry lost with the store heals.
+        asyncio.get_running_loop().call_later(REGISTRY_REFRESH, self._registered.discard, key)
 
         def check(fut: asyncio.Future) -> None:
             if fut.cancelled() or fut.exception() is not None:
