@@ -1,0 +1,165 @@
+"""``codeq serve`` itself: help, embedded store, several processes, crashes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from codeq.config import OPTIONS
+from codeq.keys import QueueKeys
+from tests.support import ROOT, CodeqServer, wait_until
+
+V1 = "/v1/codeq"
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_help_documents_every_setting():
+    out = subprocess.run([sys.executable, "-m", "codeq.cli", "serve", "--help"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    for option in OPTIONS:
+        assert option.flag in out
+        assert option.env in out
+    assert "--store" in out
+
+
+def test_bad_settings_exit_with_a_clear_message():
+    proc = subprocess.run([sys.executable, "-m", "codeq.cli", "serve", "--backoff-policy", "x"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "backoff" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "codeq.cli", "serve", "--port", "0x"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "port must be a int" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    """codeq serve with defaults, no store URL, two server processes."""
+    data_dir = tempfile.mkdtemp(prefix="codeq-data-")
+    server = CodeqServer("--data-dir", data_dir, "--workers", "2", "--log-level", "warning")
+    server.start()
+    yield server, data_dir
+    server.stop()
+
+
+def store_of(data_dir: str) -> redis.Redis:
+    return redis.Redis(unix_socket_path=os.path.join(data_dir, "store.sock"))
+
+
+def test_embedded_store_runs_with_append_only_file(embedded):
+    server, data_dir = embedded
+    pids = children(server.proc.pid)
+    assert any("redis-server" in cmdline(p) for p in pids)
+    assert store_of(data_dir).config_get("appendonly") == {"appendonly": "yes"}
+    assert store_of(data_dir).config_get("dir")["dir"] == str(Path(data_dir).resolve())
+
+
+def test_long_polls_are_woken_across_processes(embedded):
+    server, _ = embedded
+    results = []
+
+    def poll():
+        with httpx.Client(base_url=server.base, timeout=30) as api:
+            started = time.monotonic()
+            resp = api.post(f"{V1}/tasks/claim", headers={"X-Worker-Id": "w"},
+                            json={"commands": ["x.proc"], "waitSeconds": 20})
+            results.append((resp.status_code, time.monotonic() - started))
+
+    threads = [threading.Thread(target=poll) for _ in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)  # let every poll reach its wait
+    for _ in range(6):
+        # A fresh connection each time: the kernel spreads them over both processes.
+        assert httpx.post(server.base + f"{V1}/tasks", json={"command": "x.proc"}).status_code == 202
+    for t in threads:
+        t.join(30)
+    assert [code for code, _ in results] == [200] * 6
+    assert max(elapsed for _, elapsed in results) < 5
+
+
+def test_due_tasks_and_expired_leases_handled_within_a_second_by_default(embedded):
+    server, data_dir = embedded
+    store = store_of(data_dir)
+    q = QueueKeys("default", "x.tick")
+    with httpx.Client(base_url=server.base, timeout=10) as api:
+        task = api.post(f"{V1}/tasks", json={"command": "x.tick", "delaySeconds": 0.5}).json()
+        due = datetime.fromisoformat(task["visibleAt"]).timestamp()
+        wait_until(lambda: store.lrange(q.ready_tier(0), 0, -1) == [task["id"].encode()],
+                   5, 0.01, "promotion without a claim")
+        assert time.time() - due < 1.0
+
+        leased = api.post(f"{V1}/tasks/claim", headers={"X-Worker-Id": "w"},
+                          json={"commands": ["x.tick"], "leaseSeconds": 1}).json()
+        lease_end = datetime.fromisoformat(leased["leaseUntil"]).timestamp()
+        wait_until(lambda: api.get(f"{V1}/tasks/{task['id']}").json()["status"] == "PENDING",
+                   5, 0.01, "requeue of the expired lease")
+        assert time.time() - lease_end < 1.0
+
+
+def test_a_crashed_server_process_is_replaced_and_nothing_is_lost(embedded):
+    server, _ = embedded
+    with httpx.Client(base_url=server.base, timeout=10) as api:
+        ids = [api.post(f"{V1}/tasks", json={"command": "x.crash"}).json()["id"]
+               for _ in range(20)]
+        workers = [p for p in children(server.proc.pid) if "redis-server" not in cmdline(p)]
+        victim = workers[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: not alive(victim), 5, what="the victim to die")
+        wait_until(lambda: len([p for p in children(server.proc.pid)
+                                if "redis-server" not in cmdline(p) and alive(p)]) >= 2,
+                   30, 0.1, "a replacement server process")
+        for task_id in ids:
+            resp = wait_until(lambda t=task_id: (r := api.get(f"{V1}/tasks/{t}")).status_code
+                              == 200 and r, 10)
+            assert resp.json()["status"] == "PENDING"
+
+
+def test_shutdown_stops_the_store_and_a_restart_keeps_the_tasks():
+    data_dir = tempfile.mkdtemp(prefix="codeq-data-")
+    server = CodeqServer("--data-dir", data_dir, "--log-level", "warning").start()
+    with httpx.Client(base_url=server.base, timeout=10) as api:
+        task_id = api.post(f"{V1}/tasks", json={"command": "x.keep"}).json()["id"]
+    store_pids = [p for p in children(server.proc.pid) if "redis-server" in cmdline(p)]
+    assert len(store_pids) == 1
+    assert server.stop() == 0
+    wait_until(lambda: not alive(store_pids[0]), 10, what="the store to stop")
+
+    again = CodeqServer("--data-dir", data_dir, "--log-level", "warning").start()
+    try:
+        with httpx.Client(base_url=again.base, timeout=10) as api:
+            assert api.get(f"{V1}/tasks/{task_id}").json()["status"] == "PENDING"
+    finally:
+        again.stop()
