@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -111,9 +112,9 @@ def _convert(option: Option, raw: Any, source: str) -> Any:
 
 
 def load(config_file: str | None = None, flags: dict[str, Any] | None = None,
-         environ: dict[str, str] | None = None) -> Settings:
+         environ: Mapping[str, str] | None = None) -> Settings:
     """Build settings from a config file, the environment and flags."""
-    environ = os.environ if environ is None else environ
+    env: Mapping[str, str] = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     by_name = {o.name: o for o in OPTIONS}
     if config_file:
@@ -125,8 +126,8 @@ def load(config_file: str | None = None, flags: dict[str, Any] | None = None,
                 raise ValueError(f"{config_file}: unknown setting {key!r}")
             values[name] = _convert(by_name[name], raw, config_file)
     for option in OPTIONS:
-        if option.env in environ:
-            values[option.name] = _convert(option, environ[option.env], option.env)
+        if option.env in env:
+            values[option.name] = _convert(option, env[option.env], option.env)
     for name, raw in (flags or {}).items():
         if raw is not None:
             values[name] = _convert(by_name[name], raw, by_name[name].flag)

@@ -42,9 +42,10 @@ class EmbeddedStore:
 
     def __init__(self, data_dir: str, binary: str | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
-        self.binary = binary or shutil.which("kvrocks") or shutil.which("redis-server")
-        if self.binary is None:
+        found = binary or shutil.which("kvrocks") or shutil.which("redis-server")
+        if found is None:
             raise RuntimeError("no store: install kvrocks or redis-server, or pass --store-url")
+        self.binary: str = found
         self.kind = "kvrocks" if Path(self.binary).name.startswith("kvrocks") else "redis"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port: int | None = None

@@ -59,7 +59,7 @@ def _http_error(req: Any, resp: falcon.asgi.Response, exc: falcon.HTTPError) -> 
 def create_app(engine: Any, settings: Settings) -> falcon.asgi.App:
     """Wire the v1 routes to ``engine``; the store comes with the engine."""
     ctx = Context(engine, settings)
-    app = falcon.asgi.App(middleware=[Lifecycle(engine)])
+    app = falcon.asgi.App(middleware=[Lifecycle(engine)])  # type: ignore[arg-type]
     app.req_options.strip_url_path_trailing_slash = True
 
     app.add_route("/healthz", health.Health())

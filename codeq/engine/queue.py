@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from codeq import keys
 from codeq._core import Client, ReplyError
@@ -82,7 +83,7 @@ class Engine:
             q = self._queues[(tenant, command)] = QueueKeys(tenant, command)
         return q
 
-    async def _run(self, name: str, keys_: tuple[bytes, ...], args: tuple[object, ...]) -> list:
+    async def _run(self, name: str, keys_: tuple[bytes, ...], args: tuple[object, ...]) -> Any:
         try:
             return await self.store.evalsha(self._s[name], keys_, args)
         except ReplyError as exc:
@@ -247,7 +248,7 @@ class Engine:
         if len(commands) > 1:
             # Look at every queue in one pipelined batch, then claim from the
             # most urgent first. Claims from the others follow only if short.
-            peeks = await asyncio.gather(*(
+            peeks: list[int] = await asyncio.gather(*(
                 self._run("peek", (*self.queue(tenant, c).ready, self.queue(tenant, c).delayed), ())
                 for c in commands
             ))

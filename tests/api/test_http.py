@@ -80,7 +80,7 @@ def test_error_statuses(api):
     tid = task["id"]
     cases = [
         (act(api, tid, "heartbeat", worker="intruder"), 403, "NOT_OWNER"),
-        (act(api, tid, "result", worker="intruder", body={"status": "COMPLETED"}), 403, "NOT_OWNER"),
+        (act(api, tid, "result", worker="x", body={"status": "COMPLETED"}), 403, "NOT_OWNER"),
         (act(api, tid, "heartbeat", body={"leaseId": "stale"}), 409, "STALE_LEASE"),
         (act(api, tid, "nack", **{"X-Lease-Id": "stale"}), 409, "STALE_LEASE"),
         (act(api, UNKNOWN, "heartbeat"), 404, "TASK_NOT_FOUND"),

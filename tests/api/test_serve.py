@@ -103,7 +103,8 @@ def test_long_polls_are_woken_across_processes(embedded):
     time.sleep(0.5)  # let every poll reach its wait
     for _ in range(6):
         # A fresh connection each time: the kernel spreads them over both processes.
-        assert httpx.post(server.base + f"{V1}/tasks", json={"command": "x.proc"}).status_code == 202
+        resp = httpx.post(server.base + f"{V1}/tasks", json={"command": "x.proc"})
+        assert resp.status_code == 202
     for t in threads:
         t.join(30)
     assert [code for code, _ in results] == [200] * 6

@@ -23,7 +23,8 @@ def test_compiled_module_is_loaded():
         (("SET", "k", "v"), b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"),
         ((b"INCRBY", b"k", 42), b"*3\r\n$6\r\nINCRBY\r\n$1\r\nk\r\n$2\r\n42\r\n"),
         ((b"X", -7, 1.5), b"*3\r\n$1\r\nX\r\n$2\r\n-7\r\n$3\r\n1.5\r\n"),
-        ((b"SET", "ключ", b""), b"*3\r\n$3\r\nSET\r\n$8\r\n\xd0\xba\xd0\xbb\xd1\x8e\xd1\x87\r\n$0\r\n\r\n"),
+        ((b"SET", "ключ", b""),
+         b"*3\r\n$3\r\nSET\r\n$8\r\n" + "ключ".encode() + b"\r\n$0\r\n\r\n"),
         ((b"SET", b"a\r\nb"), b"*2\r\n$3\r\nSET\r\n$4\r\na\r\nb\r\n"),
     ],
 )
