@@ -24,7 +24,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support import CodeqServer, RedisServer  # noqa: E402
+from tests.support import CodeqServer, RedisServer
 
 
 class Connection:
@@ -129,7 +129,8 @@ def report(result: dict, args: argparse.Namespace) -> None:
     print(f"full cycle (create -> claim -> result): {result['tasks_per_s']:,.0f} tasks/s")
     print(f"{'endpoint':<10}{'p50 ms':>10}{'p99 ms':>10}")
     for name, cut in result["latency_ms"].items():
-        print(f"{name:<10}{cut.get('p50', float('nan')):>10.2f}{cut.get('p99', float('nan')):>10.2f}")
+        p50, p99 = cut.get("p50", float("nan")), cut.get("p99", float("nan"))
+        print(f"{name:<10}{p50:>10.2f}{p99:>10.2f}")
 
 
 def main() -> int:
