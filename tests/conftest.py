@@ -19,11 +19,22 @@ def redis_server():
     server.cleanup()
 
 
+# Tests that drive the engine or the core directly use a database of their
+# own: the session's codeq serve works on database 0, and its upkeep loop
+# must not touch their tasks.
+DIRECT_DB = 1
+
+
+@pytest.fixture
+def store_url(redis_server):
+    return redis_server.url_for(DIRECT_DB)
+
+
 @pytest.fixture
 def store(redis_server):
-    """A redis-py client on an empty store (for tests without a server process)."""
-    client = redis_server.client()
-    client.flushall()
+    """A redis-py client on an empty database (for tests without a server process)."""
+    client = redis_server.client(db=DIRECT_DB)
+    client.flushdb()
     yield client
     client.close()
 

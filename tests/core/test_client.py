@@ -13,8 +13,8 @@ from tests.support import RedisServer
 
 
 @pytest.fixture
-async def client(redis_server, store):
-    c = Client(redis_server.url, name="codeq-test")
+async def client(store_url, store):
+    c = Client(store_url, name="codeq-test")
     assert await c.wait_connected(5)
     yield c
     await c.close()
@@ -54,7 +54,9 @@ async def test_client_names_itself(client, store):
 
 async def test_reconnects_after_connection_killed(client, store):
     assert await client.call(b"PING") == b"PONG"
-    store.client_kill_filter(_type="normal", skipme=True)
+    ours = [c["id"] for c in store.client_list() if c["name"] == "codeq-test"]
+    assert len(ours) == 1
+    store.client_kill_filter(_id=ours[0])
     deadline = time.monotonic() + 5
     while True:
         try:

@@ -13,13 +13,13 @@ FAST = {"backoff_policy": "fixed", "backoff_base_seconds": 0.2, "backoff_max_sec
 
 
 @pytest.fixture
-async def make_engine(redis_server, store):
+async def make_engine(store_url, store):
     """Return engines (each with its own connections, like separate processes)."""
     engines = []
 
     async def make(**overrides):
         settings = Settings(**{**FAST, **overrides})
-        engine = Engine(Client(redis_server.url), Notifier(redis_server.url), settings)
+        engine = Engine(Client(store_url), Notifier(store_url), settings)
         await engine.open(loops=False)
         assert await engine.notifier.wait_subscribed(5)
         engines.append(engine)
