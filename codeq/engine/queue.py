@@ -250,20 +250,22 @@ class Engine:
         order = commands
         if len(commands) > 1:
             # Look at every queue in one pipelined batch, then claim from the
-            # most urgent first. Claims from the others follow only if short.
+            # most urgent first. Empty queues stay in the order: a claim on
+            # them is cheap and marks them long-polled when all come up empty.
             peeks: list[int] = await asyncio.gather(*(
                 self._run("peek", (*self.queue(tenant, c).ready, self.queue(tenant, c).delayed), ())
                 for c in commands
             ))
-            ranked = sorted(range(len(commands)), key=lambda i: -peeks[i])
-            order = [commands[i] for i in ranked if peeks[i] >= 0] or commands
+            order = [c for _, c in sorted(zip(peeks, commands, strict=True),
+                                          key=lambda pair: -pair[0])]
         tasks: list[Task] = []
         for command in order:
             q = self.queue(tenant, command)
             reply = await self._run(
                 "claim",
                 (*q.ready, q.delayed, q.inflight, q.tasks, q.waiting),
-                (worker, lease_ms, uuid.uuid4().hex, count - len(tasks), wait_ms),
+                (worker, lease_ms, uuid.uuid4().hex, count - len(tasks), wait_ms,
+                 keys.EVENTS_CHANNEL, tenant, command),
             )
             for raw in reply[1:]:
                 task = task_decoder.decode(raw)

@@ -14,6 +14,9 @@
   ARGV[3] leaseId    fresh lease token; with count > 1, '-<n>' is appended
   ARGV[4] count
   ARGV[5] wait       ms the caller will long-poll when nothing is ready; 0 none
+  ARGV[6] channel    events channel
+  ARGV[7] tenant
+  ARGV[8] command
 
   Returns {0, record...}: the claimed task records, possibly none.
 ]]
@@ -24,12 +27,14 @@ local count, wait_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = now_ms()
 
 -- Bounded, so a claim stays cheap however many tasks fall due at once.
+local promoted = 0
 local due = redis.call('ZRANGEBYSCORE', KEYS[11], '-inf', now, 'LIMIT', 0, 100)
 for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[11], id)
   local task = load_task(KEYS[13], id)
   if task and task.status == 'PENDING' then
     redis.call('RPUSH', ready_key(task.priority), id)
+    promoted = promoted + 1
   end
 end
 
@@ -61,6 +66,8 @@ for tier = 1, 10 do
   end
 end
 
+-- Promoted tasks this claim did not take are news to other long polls.
+announce_ready(KEYS[14], ARGV[6], ARGV[7], ARGV[8], promoted - (#out - 1))
 if #out == 1 and wait_ms > 0 and redis.call('PTTL', KEYS[14]) < wait_ms then
   redis.call('SET', KEYS[14], '1', 'PX', wait_ms)
 end

@@ -334,3 +334,24 @@ async def test_result_long_poll_woken_by_another_process(make_engine):
     stored, result = await asyncio.wait_for(poll, 5)
     assert result.result == "42"
     assert stored.status == "COMPLETED"
+
+
+async def test_tasks_promoted_by_a_claim_wake_other_pollers(make_engine):
+    engine = await make_engine()  # upkeep loops off: only the claim promotes
+    await create(engine, delay_seconds=0.2)
+    await create(engine, delay_seconds=0.2)
+    poll = asyncio.ensure_future(engine.claim(TENANT, ["job"], "poller", wait_seconds=5))
+    await asyncio.sleep(0.3)
+    assert not poll.done()
+    assert len(await engine.claim(TENANT, ["job"], "other")) == 1  # promotes both, takes one
+    started = time.monotonic()
+    assert len(await asyncio.wait_for(poll, 5)) == 1
+    assert time.monotonic() - started < 1
+
+
+async def test_multi_command_long_poll_is_woken_by_any_of_them(make_engine):
+    engine = await make_engine()
+    poll = asyncio.ensure_future(engine.claim(TENANT, ["a", "b", "c"], "w1", wait_seconds=5))
+    await asyncio.sleep(0.2)
+    task = await create(engine, command="c")
+    assert [t.id for t in await asyncio.wait_for(poll, 5)] == [task.id]
