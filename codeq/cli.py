@@ -46,7 +46,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         from codeq.server import run
 
-        return run(settings)
+        try:
+            return run(settings)
+        except (OSError, RuntimeError) as exc:
+            # Cannot listen, or the embedded store would not start: say so
+            # plainly instead of a traceback.
+            print(f"codeq: {exc}", file=sys.stderr)
+            return 1
     return 2
 
 

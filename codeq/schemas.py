@@ -30,8 +30,8 @@ Seconds = Annotated[float, Meta(ge=0, le=MAX_DELAY_SECONDS)]
 LeaseSeconds = Annotated[float, Meta(ge=1, le=MAX_LEASE_SECONDS)]
 
 
-class Body(Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=False):
-    """Base of request bodies: unknown fields are ignored for client compatibility."""
+class Body(Struct, kw_only=True, omit_defaults=True):
+    """Base of request bodies; unknown fields are ignored, for client compatibility."""
 
 
 # -- requests -----------------------------------------------------------------

@@ -11,6 +11,7 @@ import falcon.asgi
 from codeq.api import claims, health, results, tasks
 from codeq.api.common import Context, send
 from codeq.config import Settings
+from codeq.engine import Engine
 from codeq.errors import CodeqError, MethodNotAllowed, NotFound, StoreUnavailable
 from codeq.schemas import json_encoder
 
@@ -21,7 +22,7 @@ PREFIX = "/v1/codeq"
 class Lifecycle:
     """Open the engine on ASGI startup and close it on shutdown."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
     async def process_startup(self, scope: dict, event: dict) -> None:
@@ -56,7 +57,7 @@ def _http_error(req: Any, resp: falcon.asgi.Response, exc: falcon.HTTPError) -> 
     resp.data = json_encoder.encode(body)
 
 
-def create_app(engine: Any, settings: Settings) -> falcon.asgi.App:
+def create_app(engine: Engine, settings: Settings) -> falcon.asgi.App:
     """Wire the v1 routes to ``engine``; the store comes with the engine."""
     ctx = Context(engine, settings)
     app = falcon.asgi.App(middleware=[Lifecycle(engine)])  # type: ignore[arg-type]

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import falcon
 import msgspec
 
 from codeq.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from codeq.schemas import json_encoder
+
+if TYPE_CHECKING:
+    from codeq.config import Settings
+    from codeq.engine import Engine
 
 T = TypeVar("T")
 
@@ -22,7 +26,7 @@ _WORKER_ID = re.compile(r"^[\x21-\x7e]{1,256}$")
 class Context:
     """What every resource needs: the engine, settings, the caller's tenant."""
 
-    def __init__(self, engine: Any, settings: Any) -> None:
+    def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
         self.settings = settings
         self.max_body = settings.max_body_bytes

@@ -275,8 +275,9 @@ class Engine:
                 break
         return tasks
 
-    async def _lease_op(self, name: str, tenant: str, task_id: str, keys_: tuple[bytes, ...],
-                        args: tuple[object, ...]) -> list:
+    async def _lease_op(self, name: str, keys_: tuple[bytes, ...],
+                        args: tuple[object, ...]) -> Any:
+        """Run a lease holder's script; raise the error its status code names."""
         reply = await self._run(name, keys_, args)
         if reply[0] != 0:
             raise script_error(reply[0])
@@ -287,13 +288,13 @@ class Engine:
         """Extend a lease; return the new lease end (epoch seconds)."""
         q = await self._queue_of(tenant, task_id)
         extend = _ms(extend_seconds or self.settings.default_lease_seconds)
-        reply = await self._lease_op("heartbeat", tenant, task_id, (q.tasks, q.inflight),
+        reply = await self._lease_op("heartbeat", (q.tasks, q.inflight),
                                      (task_id, worker, lease_id or "", extend))
         return reply[1] / 1000
 
     async def abandon(self, tenant: str, task_id: str, worker: str, lease_id: str | None) -> None:
         q = await self._queue_of(tenant, task_id)
-        await self._lease_op("abandon", tenant, task_id, (*q.ready, q.tasks, q.inflight, q.waiting),
+        await self._lease_op("abandon", (*q.ready, q.tasks, q.inflight, q.waiting),
                              (task_id, worker, lease_id or "", keys.EVENTS_CHANNEL, tenant))
 
     def _retry_keys(self, q: QueueKeys) -> tuple[bytes, ...]:
@@ -306,7 +307,7 @@ class Engine:
         """Refuse a delivery; return ("requeued", delay s) or ("dlq", None)."""
         q = await self._queue_of(tenant, task_id)
         reply = await self._lease_op(
-            "nack", tenant, task_id, self._retry_keys(q),
+            "nack", self._retry_keys(q),
             (task_id, worker, lease_id or "", -1 if delay_seconds is None else _ms(delay_seconds),
              reason or "", *self._backoff, random.random(), keys.EVENTS_CHANNEL, tenant),
         )
@@ -318,7 +319,7 @@ class Engine:
                             artifacts: bytes = b"") -> ResultRecord:
         q = await self._queue_of(tenant, task_id)
         reply = await self._lease_op(
-            "result", tenant, task_id, (q.tasks, q.inflight, q.results, q.done, q.rwaiters),
+            "result", (q.tasks, q.inflight, q.results, q.done, q.rwaiters),
             (task_id, worker, lease_id or "", status, result, error or "", artifacts,
              keys.EVENTS_CHANNEL, tenant),
         )

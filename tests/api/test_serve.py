@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ import pytest
 import redis
 
 from codeq.config import OPTIONS
+from codeq.embedded import ping
 from codeq.keys import QueueKeys
 from tests.support import ROOT, CodeqServer, wait_until
 
@@ -62,6 +64,23 @@ def test_bad_settings_exit_with_a_clear_message():
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2
     assert "port must be a int" in proc.stderr
+
+
+def test_port_in_use_is_a_clear_error(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "codeq.cli", "serve", "--port", str(port),
+             "--data-dir", str(tmp_path)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # The embedded store it had started is stopped again.
+    assert (tmp_path / "store.log").exists()
+    assert not ping(None, None, str(tmp_path / "store.sock"))
 
 
 @pytest.fixture(scope="module")
