@@ -25,16 +25,19 @@ def ping(url_host: str | None, port: int | None, path: str | None, timeout: floa
     """Return whether a store answers PING on a TCP port or unix socket."""
     try:
         if path:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(timeout)
-            sock.connect(path)
-        else:
-            sock = socket.create_connection((url_host, port), timeout)
-        with sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout)
+                sock.connect(path)
+                return _ping(sock)
+        with socket.create_connection((url_host, port), timeout) as sock:
+            return _ping(sock)
     except OSError:
         return False
+
+
+def _ping(sock: socket.socket) -> bool:
+    sock.sendall(b"PING\r\n")
+    return sock.recv(64).startswith(b"+PONG")
 
 
 class EmbeddedStore:
