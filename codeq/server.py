@@ -19,23 +19,30 @@ def setup_logging(level: str) -> None:
                         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
 
 
-def build_app(settings: Settings, store_url: str):
-    """Return the ASGI app of one server process, wired to its own clients."""
+def build_engine(settings: Settings, store_url: str):
+    """Return the engine of one server process, with its own connections."""
     from codeq._core import Client
-    from codeq.api import create_app
     from codeq.engine import Engine, Notifier
 
-    engine = Engine(Client(store_url, name="codeq"), Notifier(store_url), settings)
-    return create_app(engine, settings)
+    return Engine(Client(store_url, name="codeq"), Notifier(store_url), settings)
 
 
 def _worker_main(settings: Settings, store_url: str, sock: socket.socket) -> None:
     """Serve HTTP on an inherited listening socket until told to stop."""
     import uvicorn
 
+    from codeq.api import create_app
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:
+            # Long polls would hold the shutdown up to 60 s: end them now.
+            engine.drain()
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
     setup_logging(settings.log_level)
+    engine = build_engine(settings, store_url)
     config = uvicorn.Config(
-        build_app(settings, store_url),
+        create_app(engine, settings),
         loop="uvloop",
         http="httptools",
         lifespan="on",
@@ -45,7 +52,11 @@ def _worker_main(settings: Settings, store_url: str, sock: socket.socket) -> Non
         # Long polls end within 60 s; give them that long to finish.
         timeout_graceful_shutdown=65,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    # uvicorn re-raises the stop signal once it has shut down gracefully;
+    # with these handlers in place that is a no-op, and the process exits 0.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: None)
+    Server(config).run(sockets=[sock])
 
 
 def _listen(host: str, port: int) -> socket.socket:

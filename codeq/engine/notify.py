@@ -31,7 +31,7 @@ class Notifier:
             name="codeq-events",
             channel=EVENTS_CHANNEL,
             on_push=self._on_push,
-            on_connect=self._wake_all,
+            on_connect=self.wake_all,
         )
 
     def start(self) -> None:
@@ -39,7 +39,7 @@ class Notifier:
 
     async def close(self) -> None:
         await self.client.close()
-        self._wake_all()
+        self.wake_all()
 
     async def wait_subscribed(self, timeout: float) -> bool:
         return await self.client.wait_connected(timeout)
@@ -109,9 +109,9 @@ class Notifier:
         if queue is not None and not queue:
             del self._ready[key]
 
-    def _wake_all(self) -> None:
-        # After a (re)subscribe, messages may have been missed: let every
-        # waiter look again.
+    def wake_all(self) -> None:
+        """Let every waiter look again: after a (re)subscribe, when messages
+        may have been missed, and at shutdown."""
         for queue in self._ready.values():
             for fut in queue:
                 if not fut.done():

@@ -67,6 +67,8 @@ class Engine:
         self._registered: set[tuple[str, str]] = set()
         self._commands: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._loops: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.draining = False
         self._s = {name: scripts.load(name) for name in scripts.NUMKEYS}
         for script in self._s.values():
             store.register(script)
@@ -192,7 +194,7 @@ class Engine:
         q = await self._queue_of(tenant, task_id)
         deadline = time.monotonic() + wait
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = 0 if self.draining else deadline - time.monotonic()
             waiter = self.notifier.result_waiter(tenant, task_id) if remaining > 0 else None
             try:
                 reply = await self._run(
@@ -230,7 +232,7 @@ class Engine:
         lease_ms = _ms(lease_seconds or self.settings.default_lease_seconds)
         deadline = time.monotonic() + wait_seconds
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = 0 if self.draining else deadline - time.monotonic()
             waiter = self.notifier.ready_waiter(tenant, commands) if remaining > 0 else None
             try:
                 tasks = await self._claim_once(tenant, commands, worker, lease_ms, count,
@@ -376,12 +378,22 @@ class Engine:
         A store still down is not fatal: requests get 503 until the
         reconnect loop gets through.
         """
+        self._loop = asyncio.get_running_loop()
         self.store.start()
         self.notifier.start()
         if not await self.store.wait_connected(connect_timeout):
             log.warning("store %s not reachable yet; retrying in the background", self.store.url)
         if loops:
             self.start()
+
+    def drain(self) -> None:
+        """End every long poll now (shutdown is coming); safe from any thread."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        self.draining = True
+        self.notifier.wake_all()
 
     async def close(self) -> None:
         await self.stop()

@@ -183,3 +183,25 @@ def test_shutdown_stops_the_store_and_a_restart_keeps_the_tasks():
             assert api.get(f"{V1}/tasks/{task_id}").json()["status"] == "PENDING"
     finally:
         again.stop()
+
+
+def test_shutdown_ends_long_polls_at_once(redis_server):
+    server = CodeqServer("--store-url", redis_server.url, "--log-level", "warning").start()
+    results = {}
+
+    def poll():
+        with httpx.Client(base_url=server.base, timeout=40) as api:
+            started = time.monotonic()
+            resp = api.post(f"{V1}/tasks/claim", headers={"X-Worker-Id": "w"},
+                            json={"commands": ["x.drain"], "waitSeconds": 30})
+            results["status"], results["elapsed"] = resp.status_code, time.monotonic() - started
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    time.sleep(0.5)  # let the poll reach its wait
+    started = time.monotonic()
+    assert server.stop() == 0
+    thread.join(10)
+    assert results["status"] == 204
+    assert results["elapsed"] < 10
+    assert time.monotonic() - started < 10
