@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import falcon
 
-from codeq.api.common import Context, lease_id, read_body, send, task_id, worker_id
+from codeq.api.common import Resource, lease_id, read_body, send, task_id, worker_id
 from codeq.schemas import (
     ClaimRequest,
     HeartbeatRequest,
@@ -17,11 +17,8 @@ from codeq.schemas import (
 )
 
 
-class Claim:
+class Claim(Resource):
     """POST /v1/codeq/tasks/claim: 200 with a task, 204 when none came."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         worker = worker_id(req)
@@ -36,11 +33,8 @@ class Claim:
             resp.status = 204
 
 
-class Heartbeat:
+class Heartbeat(Resource):
     """POST /v1/codeq/tasks/{id}/heartbeat"""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, id: str) -> None:
         tid, worker = task_id(id), worker_id(req)
@@ -50,11 +44,8 @@ class Heartbeat:
         send(resp, HeartbeatResponse(ok=True, leaseUntil=datetime.fromtimestamp(until, UTC)))
 
 
-class Abandon:
+class Abandon(Resource):
     """POST /v1/codeq/tasks/{id}/abandon"""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, id: str) -> None:
         tid, worker = task_id(id), worker_id(req)
@@ -64,11 +55,8 @@ class Abandon:
         send(resp, RequeueResponse(status="requeued"))
 
 
-class Nack:
+class Nack(Resource):
     """POST /v1/codeq/tasks/{id}/nack"""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, id: str) -> None:
         tid, worker = task_id(id), worker_id(req)

@@ -36,6 +36,13 @@ class Context:
         return self.settings.tenant
 
 
+class Resource:
+    """Base of the resources: each holds the shared context."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+
 def _decoder(kind: type[T]) -> msgspec.json.Decoder:
     dec = _DECODERS.get(kind)
     if dec is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon
 
-from codeq.api.common import Context, send
+from codeq.api.common import Resource, send
 
 
 class Health:
@@ -14,11 +14,8 @@ class Health:
         send(resp, {"status": "ok"})
 
 
-class Ready:
+class Ready(Resource):
     """GET /readyz: the store answers, so requests can be served."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         if await self.ctx.engine.ping():

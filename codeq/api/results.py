@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import falcon
 
-from codeq.api.common import Context, lease_id, query_seconds, read_body, send, task_id, worker_id
+from codeq.api.common import Resource, lease_id, query_seconds, read_body, send, task_id, worker_id
 from codeq.schemas import MAX_RESULT_WAIT_SECONDS, Result, ResultRequest, TaskWithResult
 
 
-class TaskResult:
+class TaskResult(Resource):
     """POST (submit) and GET (read, long-poll) /v1/codeq/tasks/{id}/result"""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, id: str) -> None:
         tid, worker = task_id(id), worker_id(req)

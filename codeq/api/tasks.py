@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import falcon
 
-from codeq.api.common import Context, read_body, send, task_id
+from codeq.api.common import Resource, read_body, send, task_id
 from codeq.schemas import CreateTask
 
 
-class Tasks:
+class Tasks(Resource):
     """POST /v1/codeq/tasks"""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         body = await read_body(req, self.ctx, CreateTask)
@@ -30,11 +27,8 @@ class Tasks:
         send(resp, task, 202)
 
 
-class Task:
+class Task(Resource):
     """GET /v1/codeq/tasks/{id}"""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, id: str) -> None:
         send(resp, await self.ctx.engine.get(self.ctx.tenant(req), task_id(id)))
