@@ -155,6 +155,8 @@ cdef class _Protocol:
         if not self.lost.done():
             self.lost.set_result(exc)
 
+    # Writes are bounded by the requests in flight, so the transport's own
+    # buffer is the only backpressure needed.
     def pause_writing(self):
         pass
 

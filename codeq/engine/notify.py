@@ -89,13 +89,14 @@ class Notifier:
     def _on_push(self, reply: object) -> None:
         if not isinstance(reply, list) or len(reply) != 3 or reply[0] != b"message":
             return
-        parts = reply[2].decode().split("|")
-        if parts[0] == "ready" and len(parts) == 4:
+        parts = bytes(reply[2]).decode(errors="replace").split("|")
+        if parts[0] == "ready" and len(parts) == 4 and parts[3].isdigit():
             self._wake_ready((parts[1], parts[2]), int(parts[3]))
         elif parts[0] == "result" and len(parts) == 3:
             for fut in self._results.pop((parts[1], parts[2]), ()):
                 if not fut.done():
                     fut.set_result(None)
+        # Anything else on the channel is not ours to act on.
 
     def _wake_ready(self, key: tuple[str, str], n: int) -> None:
         # Wake one waiter per ready task, not all: the rest keep waiting

@@ -119,9 +119,6 @@ class Engine:
         key = (tenant, command)
         if key in self._registered:
             return
-        self._registered.add(key)
-        # Forget it now and then, so a registry lost with the store heals.
-        asyncio.get_running_loop().call_later(REGISTRY_REFRESH, self._registered.discard, key)
 
         def check(fut: asyncio.Future) -> None:
             if fut.cancelled() or fut.exception() is not None:
@@ -130,6 +127,9 @@ class Engine:
         for cmd in ((b"SADD", keys.TENANTS, tenant),
                     (b"SADD", keys.tenant_commands(tenant), command)):
             self.store.execute(cmd).add_done_callback(check)
+        self._registered.add(key)
+        # Forget it now and then, so a registry lost with the store heals.
+        asyncio.get_running_loop().call_later(REGISTRY_REFRESH, self._registered.discard, key)
 
     # -- producer side ----------------------------------------------------------
 

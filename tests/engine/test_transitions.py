@@ -355,3 +355,13 @@ async def test_multi_command_long_poll_is_woken_by_any_of_them(make_engine):
     await asyncio.sleep(0.2)
     task = await create(engine, command="c")
     assert [t.id for t in await asyncio.wait_for(poll, 5)] == [task.id]
+
+
+async def test_foreign_messages_on_the_events_channel_are_ignored(make_engine, store):
+    engine = await make_engine()
+    poll = asyncio.ensure_future(engine.claim(TENANT, ["job"], "w1", wait_seconds=5))
+    await asyncio.sleep(0.2)
+    for junk in (b"ready|default|job|many", b"ready", b"\xff\xfe", b"result|x", b"hello"):
+        store.publish(keys.EVENTS_CHANNEL, junk)
+    task = await create(engine)
+    assert [t.id for t in await asyncio.wait_for(poll, 5)] == [task.id]
