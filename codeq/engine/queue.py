@@ -10,6 +10,7 @@ at worst a dangling id -> command key, which reads as an unknown task.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -47,6 +48,12 @@ def _ms(seconds: float) -> int:
     return int(seconds * 1000)
 
 
+# Bounded: claims may name any number of commands that hold no tasks.
+@functools.lru_cache(maxsize=4096)
+def _queue_keys(tenant: str, command: str) -> QueueKeys:
+    return QueueKeys(tenant, command)
+
+
 def _discard(fut: asyncio.Future) -> None:
     """Drop a queued command's outcome without leaving it unretrieved."""
     if fut.done():
@@ -63,7 +70,6 @@ class Engine:
         self.store = store
         self.notifier = notifier
         self.settings = settings
-        self._queues: dict[tuple[str, str], QueueKeys] = {}
         self._registered: set[tuple[str, str]] = set()
         self._commands: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._loops: list[asyncio.Task[None]] = []
@@ -80,11 +86,9 @@ class Engine:
 
     # -- plumbing -------------------------------------------------------------
 
-    def queue(self, tenant: str, command: str) -> QueueKeys:
-        q = self._queues.get((tenant, command))
-        if q is None:
-            q = self._queues[(tenant, command)] = QueueKeys(tenant, command)
-        return q
+    @staticmethod
+    def queue(tenant: str, command: str) -> QueueKeys:
+        return _queue_keys(tenant, command)
 
     async def _run(self, name: str, keys_: tuple[bytes, ...], args: tuple[object, ...]) -> Any:
         try:
