@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import falcon
 
 from codeq.api.common import Resource, lease_id, read_body, send, task_id, worker_id
+from codeq.api.disconnect import disconnected
 from codeq.schemas import (
     ClaimRequest,
     HeartbeatRequest,
@@ -26,6 +27,7 @@ class Claim(Resource):
         tasks = await self.ctx.engine.claim(
             self.ctx.tenant(req), body.commands, worker,
             lease_seconds=body.leaseSeconds, wait_seconds=body.waitSeconds,
+            gone=disconnected(req) if body.waitSeconds else None,
         )
         if tasks:
             send(resp, tasks[0])

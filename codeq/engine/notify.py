@@ -98,6 +98,11 @@ class Notifier:
                     fut.set_result(None)
         # Anything else on the channel is not ours to act on.
 
+    def wake_ready(self, tenant: str, commands: Iterable[str]) -> None:
+        """Wake one waiter of each command (a wake-up its taker could not use)."""
+        for command in commands:
+            self._wake_ready((tenant, command), 1)
+
     def _wake_ready(self, key: tuple[str, str], n: int) -> None:
         # Wake one waiter per ready task, not all: the rest keep waiting
         # instead of stampeding the store with claims that find nothing.

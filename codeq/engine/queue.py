@@ -54,6 +54,19 @@ def _queue_keys(tenant: str, command: str) -> QueueKeys:
     return QueueKeys(tenant, command)
 
 
+async def _wait(waiter: asyncio.Future[None], timeout: float,
+                gone: asyncio.Future[None] | None) -> bool:
+    """Wait for ``waiter``; False on timeout or when ``gone`` completes first."""
+    if gone is None:
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            return False
+        return True
+    await asyncio.wait((waiter, gone), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    return waiter.done() and not gone.done()
+
+
 def _discard(fut: asyncio.Future) -> None:
     """Drop a queued command's outcome without leaving it unretrieved."""
     if fut.done():
@@ -192,9 +205,11 @@ class Engine:
             raise TaskNotFound()
         return task_decoder.decode(raw)
 
-    async def get_result(self, tenant: str, task_id: str,
-                         wait: float = 0) -> tuple[Task, ResultRecord]:
-        """Return a task and its result, waiting up to ``wait`` s for it."""
+    async def get_result(self, tenant: str, task_id: str, wait: float = 0,
+                         gone: asyncio.Future[None] | None = None,
+                         ) -> tuple[Task, ResultRecord]:
+        """Return a task and its result, waiting up to ``wait`` s for it
+        (or until ``gone`` completes)."""
         q = await self._queue_of(tenant, task_id)
         deadline = time.monotonic() + wait
         while True:
@@ -209,12 +224,8 @@ class Engine:
                     return task_decoder.decode(reply[1]), result_decoder.decode(reply[2])
                 if reply[0] != 6:
                     raise script_error(reply[0])
-                if waiter is None:
+                if waiter is None or not await _wait(waiter, remaining, gone):
                     raise ResultNotFound()
-                try:
-                    await asyncio.wait_for(waiter, remaining)
-                except TimeoutError:
-                    raise ResultNotFound() from None
             finally:
                 if waiter is not None:
                     self.notifier.drop_result_waiter(tenant, task_id, waiter)
@@ -230,8 +241,13 @@ class Engine:
         lease_seconds: float | None = None,
         wait_seconds: float = 0,
         count: int = 1,
+        gone: asyncio.Future[None] | None = None,
     ) -> list[Task]:
-        """Claim up to ``count`` tasks, long-polling up to ``wait_seconds``."""
+        """Claim up to ``count`` tasks, long-polling up to ``wait_seconds``.
+
+        A long poll ends early, empty, once ``gone`` completes (the caller
+        left): a task claimed then would sit out its lease unworked.
+        """
         commands = list(dict.fromkeys(commands))
         lease_ms = _ms(lease_seconds or self.settings.default_lease_seconds)
         deadline = time.monotonic() + wait_seconds
@@ -243,9 +259,10 @@ class Engine:
                                                _ms(remaining) + 1000 if waiter else 0)
                 if tasks or waiter is None:
                     return tasks
-                try:
-                    await asyncio.wait_for(waiter, remaining)
-                except TimeoutError:
+                if not await _wait(waiter, remaining, gone):
+                    if waiter.done() and not waiter.cancelled():
+                        # Woken as the caller left: hand the wake-up on.
+                        self.notifier.wake_ready(tenant, commands)
                     return []
             finally:
                 if waiter is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
 import uuid
@@ -207,3 +209,16 @@ def test_result_long_poll_returns_as_soon_as_the_result_lands(api, codeq_server)
 def test_health_and_readiness(api):
     assert api.get("/healthz").json() == {"status": "ok"}
     assert api.get("/readyz").json() == {"status": "ready"}
+
+
+def test_long_poll_of_a_client_that_left_claims_nothing(api, codeq_server):
+    body = json.dumps({"commands": [api.command], "waitSeconds": 20}).encode()
+    request = (f"POST {V1}/tasks/claim HTTP/1.1\r\nHost: x\r\nX-Worker-Id: gone\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", codeq_server.port)) as sock:
+        sock.sendall(request + body)
+        time.sleep(0.3)  # let the poll reach its wait
+    time.sleep(0.3)  # and let the server see the connection close
+    task = create(api)
+    # Had the departed poll been woken, it would hold the task now.
+    assert claimed(api, "w2")["id"] == task["id"]
