@@ -45,6 +45,7 @@ def _worker_main(settings: Settings, store_url: str, sock: socket.socket) -> Non
         create_app(engine, settings),
         loop="uvloop",
         http="httptools",
+        interface="asgi3",  # the app is a plain callable returning a coroutine
         lifespan="on",
         access_log=False,
         log_level=settings.log_level,

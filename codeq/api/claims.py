@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import falcon
 
 from codeq.api.common import Resource, lease_id, read_body, send, task_id, worker_id
-from codeq.api.disconnect import disconnected
+from codeq.api.disconnect import watch_disconnect
 from codeq.schemas import (
     ClaimRequest,
     HeartbeatRequest,
@@ -24,11 +24,11 @@ class Claim(Resource):
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         worker = worker_id(req)
         body = await read_body(req, self.ctx, ClaimRequest)
-        tasks = await self.ctx.engine.claim(
-            self.ctx.tenant(req), body.commands, worker,
-            lease_seconds=body.leaseSeconds, wait_seconds=body.waitSeconds,
-            gone=disconnected(req) if body.waitSeconds else None,
-        )
+        with watch_disconnect(req, active=body.waitSeconds > 0) as gone:
+            tasks = await self.ctx.engine.claim(
+                self.ctx.tenant(req), body.commands, worker,
+                lease_seconds=body.leaseSeconds, wait_seconds=body.waitSeconds, gone=gone,
+            )
         if tasks:
             send(resp, tasks[0])
         else:

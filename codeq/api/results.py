@@ -5,7 +5,7 @@ from __future__ import annotations
 import falcon
 
 from codeq.api.common import Resource, lease_id, query_seconds, read_body, send, task_id, worker_id
-from codeq.api.disconnect import disconnected
+from codeq.api.disconnect import watch_disconnect
 from codeq.schemas import MAX_RESULT_WAIT_SECONDS, Result, ResultRequest, TaskWithResult
 
 
@@ -23,6 +23,7 @@ class TaskResult(Resource):
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, id: str) -> None:
         tid = task_id(id)
         wait = query_seconds(req, "waitSeconds", MAX_RESULT_WAIT_SECONDS)
-        task, record = await self.ctx.engine.get_result(
-            self.ctx.tenant(req), tid, wait, gone=disconnected(req) if wait else None)
+        with watch_disconnect(req, active=wait > 0) as gone:
+            task, record = await self.ctx.engine.get_result(self.ctx.tenant(req), tid, wait,
+                                                            gone=gone)
         send(resp, TaskWithResult(task=task, result=Result.from_record(record)))

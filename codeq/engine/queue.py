@@ -14,13 +14,12 @@ import functools
 import logging
 import random
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from codeq import keys
+from codeq import ids, keys
 from codeq._core import Client, ReplyError
 from codeq.config import Settings
 from codeq.engine import scripts
@@ -166,7 +165,7 @@ class Engine:
         """Create a task; return it and whether it is new (idempotency)."""
         q = self.queue(tenant, command)
         priority = min(max(priority, PRIORITY_MIN), PRIORITY_MAX)
-        task_id = str(uuid.uuid4())
+        task_id = ids.task_id()
         self._register(tenant, command)
         args = (
             task_id,
@@ -287,7 +286,7 @@ class Engine:
             reply = await self._run(
                 "claim",
                 (*q.ready, q.delayed, q.inflight, q.tasks, q.waiting),
-                (worker, lease_ms, uuid.uuid4().hex, count - len(tasks), wait_ms,
+                (worker, lease_ms, ids.lease_token(), count - len(tasks), wait_ms,
                  keys.EVENTS_CHANNEL, tenant, command),
             )
             for raw in reply[1:]:

@@ -47,3 +47,4 @@ def backoff(store, policy, attempts, rand=0.5, base=1000, cap=60000):
 )
 def test_backoff_policies(store, policy, attempts, rand, expected):
     assert backoff(store, policy, attempts, rand) == expected
+
