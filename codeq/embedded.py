@@ -70,8 +70,12 @@ class EmbeddedStore:
                     "--daemonize", "no", "--loglevel", "warning"]
         if self.port is None:
             self.port = _free_port()
-        return [self.binary, "--bind", "127.0.0.1", "--port", str(self.port),
-                "--dir", str(self.data_dir), "--daemonize", "no"]
+        # kvrocks takes its settings from a file (not every key is a flag);
+        # its RocksDB write-ahead log keeps acknowledged writes across a crash.
+        conf = self.data_dir / "kvrocks.conf"
+        conf.write_text(f"bind 127.0.0.1\nport {self.port}\ndir {self.data_dir}\n"
+                        "daemonize no\n")
+        return [self.binary, "-c", str(conf)]
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the store and wait until it answers."""
