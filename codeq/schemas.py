@@ -47,6 +47,10 @@ class CreateTask(Body):
     runAt: Annotated[datetime, Meta(tz=True)] | None = None
     delaySeconds: Seconds | None = None
 
+    def __post_init__(self) -> None:
+        if self.runAt is not None and self.delaySeconds is not None:
+            raise ValueError("give runAt or delaySeconds, not both")
+
 
 class ClaimRequest(Body):
     commands: Annotated[list[CommandName], Meta(min_length=1, max_length=MAX_COMMANDS_PER_CLAIM)]

@@ -61,6 +61,8 @@ CASES = [
     ("POST", "/tasks", JSON, body('{"command": "x", "runAt": "2030-01-01T00:00:00"}'), 400,
      "runAt"),
     ("POST", "/tasks", JSON, body('{"command": "x", "webhook": "ftp://host/x"}'), 400, "webhook"),
+    ("POST", "/tasks", JSON, body('{"command": "x", "delaySeconds": 5, '
+                                  '"runAt": "2030-01-01T00:00:00Z"}'), 400, "not both"),
     ("POST", "/tasks", JSON, body('{"command": "x", "idempotencyKey": ""}'), 400,
      "idempotencyKey"),
     ("POST", "/tasks", JSON, body('{"command": "x", "payload": ' + "[" * 100_000 + "]" * 100_000
