@@ -24,7 +24,7 @@ def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any
 @dataclass(frozen=True)
 class Settings:
     host: str = _opt("127.0.0.1", "address to listen on")
-    port: int = _opt(8080, "port to listen on")
+    port: int = _opt(8080, "port to listen on (0: any free port)")
     workers: int = _opt(1, "server processes sharing the port")
     store_url: str = _opt("", "store URL (redis://[:password@]host:port/db or "
                           "unix:///path.sock); empty: start an embedded kvrocks or redis-server")
@@ -81,8 +81,8 @@ OPTIONS: tuple[Option, ...] = tuple(
 def validate(s: Settings) -> list[str]:
     """Return what is wrong with the settings, if anything."""
     problems = []
-    if not 0 < s.port < 65536:
-        problems.append(f"port must be 1..65535, got {s.port}")
+    if not 0 <= s.port < 65536:
+        problems.append(f"port must be 0..65535 (0: any free port), got {s.port}")
     if s.workers < 1:
         problems.append("workers must be at least 1")
     if s.backoff_policy not in BACKOFF_POLICIES:

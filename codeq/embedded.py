@@ -3,16 +3,30 @@ starts, supervises and stops when no store URL is given."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 log = logging.getLogger("codeq.store")
+PR_SET_PDEATHSIG = 1
+
+
+# Looked up once here: a child between fork and exec must not load libraries.
+_prctl = ctypes.CDLL(None).prctl if sys.platform == "linux" else None
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent dies, so a killed
+    ``codeq serve`` never leaves a store or a server process behind."""
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _free_port() -> int:
@@ -81,10 +95,14 @@ class EmbeddedStore:
         """Start the store and wait until it answers."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.kind == "redis" and os.path.exists(self.socket_path):
+            if ping(None, None, self.socket_path):
+                # Two stores on one append-only file would corrupt it.
+                raise RuntimeError(f"a store is already running on {self.data_dir} "
+                                   "(another codeq serve?)")
             os.unlink(self.socket_path)  # left by a crash; redis would not bind
         log_file = open(self.data_dir / "store.log", "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(self._command(), stdout=log_file, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=die_with_parent)
         log_file.close()
         deadline = time.monotonic() + timeout
         while not ping("127.0.0.1", self.port, self.socket_path if self.kind == "redis" else None):

@@ -32,6 +32,7 @@ def _worker_main(settings: Settings, store_url: str, sock: socket.socket) -> Non
     import uvicorn
 
     from codeq.api import create_app
+    from codeq.embedded import die_with_parent
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: object) -> None:
@@ -39,6 +40,8 @@ def _worker_main(settings: Settings, store_url: str, sock: socket.socket) -> Non
             engine.drain()
             super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
+    if multiprocessing.parent_process() is not None:
+        die_with_parent()
     setup_logging(settings.log_level)
     engine = build_engine(settings, store_url)
     config = uvicorn.Config(

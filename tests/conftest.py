@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import CodeqServer, RedisServer
+from tests.support import CodeqServer, RedisServer, stop_all
 
 # Fast upkeep and short backoff keep the lease and retry tests quick.
 SERVE_ARGS = ("--tick-interval", "0.05", "--backoff-policy", "fixed",
               "--backoff-base-seconds", "0.2", "--backoff-max-seconds", "5",
               "--log-level", "warning")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_leftovers():
+    yield
+    stop_all()
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,15 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
+# Every process a test starts, so the session can stop any a failing test left.
+_STARTED: list[RedisServer | CodeqServer] = []
+
+
+def stop_all() -> None:
+    """Stop every server process still running (by its PID)."""
+    while _STARTED:
+        _STARTED.pop().stop()
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -72,6 +81,7 @@ class RedisServer:
         log = open(os.path.join(self.dir, "redis.log"), "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()
+        _STARTED.append(self)
         wait_until(self._ready, 10, what=f"redis-server on port {self.port}")
         return self
 
@@ -131,7 +141,12 @@ class CodeqServer:
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
         )
         log.close()
-        wait_until(self._healthy, timeout, what=f"codeq serve on port {self.port}\n{self.log()}")
+        _STARTED.append(self)
+        try:
+            wait_until(self._healthy, timeout, what=f"codeq serve on port {self.port}")
+        except AssertionError as exc:
+            self.stop()
+            raise AssertionError(f"{exc}\n{self.log()}") from None
         return self
 
     def _healthy(self) -> bool:

@@ -26,7 +26,7 @@ def test_precedence_file_then_environment_then_flags(tmp_path):
     ("environ", "message"),
     [
         ({"CODEQ_PORT": "eighty"}, "CODEQ_PORT: port must be a int"),
-        ({"CODEQ_PORT": "70000"}, "port must be 1..65535"),
+        ({"CODEQ_PORT": "70000"}, "port must be 0..65535"),
         ({"CODEQ_BACKOFF_POLICY": "random"}, "backoff_policy must be one of"),
         ({"CODEQ_TICK_INTERVAL": "0"}, "tick_interval must be positive"),
         ({"CODEQ_WORKERS": "0"}, "workers must be at least 1"),

@@ -205,3 +205,28 @@ def test_shutdown_ends_long_polls_at_once(redis_server):
     assert results["status"] == 204
     assert results["elapsed"] < 10
     assert time.monotonic() - started < 10
+
+
+def test_a_killed_serve_leaves_nothing_running_and_frees_its_data_dir():
+    data_dir = tempfile.mkdtemp(prefix="codeq-data-")
+    server = CodeqServer("--data-dir", data_dir, "--workers", "2", "--log-level", "warning")
+    server.start()
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "codeq.cli", "serve", "--port", "0", "--data-dir", data_dir],
+            cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert "already running" in second.stderr
+
+        kids = children(server.proc.pid)
+        assert sum("redis-server" in cmdline(p) for p in kids) == 1
+        assert sum("spawn_main" in cmdline(p) for p in kids) == 2
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait()
+        for pid in kids:
+            wait_until(lambda p=pid: not alive(p), 15, 0.05, f"orphan {cmdline(pid)} to exit")
+    finally:
+        server.stop()
+
+    again = CodeqServer("--data-dir", data_dir, "--log-level", "warning").start()
+    assert again.stop() == 0
