@@ -6,6 +6,16 @@ during one event-loop turn is written in one ``transport.write``; replies are
 parsed by hiredis and handed back in order, each to its own caller.
 """
 
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.stdio cimport snprintf
+from libc.string cimport memcpy
+
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* size) except NULL
+
+
 import asyncio
 import hashlib
 import time
@@ -26,29 +36,56 @@ ReplyError = hiredis.ReplyError
 DEF_COMMAND_TIMEOUT = 5.0
 
 
-cdef inline bytes _as_bytes(object a):
+cdef inline int _append(bytearray buf, const char* data, Py_ssize_t n) except -1:
+    cdef Py_ssize_t size = PyByteArray_GET_SIZE(buf)
+    # PyByteArray_Resize over-allocates, so appends are amortized O(1).
+    PyByteArray_Resize(buf, size + n)
+    memcpy(PyByteArray_AS_STRING(buf) + size, data, n)
+    return 0
+
+
+cdef inline int _append_header(bytearray buf, char kind, Py_ssize_t n) except -1:
+    cdef char tmp[32]
+    cdef int length = snprintf(tmp, sizeof(tmp), "%c%zd\r\n", kind, n)
+    return _append(buf, tmp, length)
+
+
+cdef inline int _append_bulk(bytearray buf, const char* data, Py_ssize_t n) except -1:
+    _append_header(buf, b"$", n)
+    _append(buf, data, n)
+    return _append(buf, b"\r\n", 2)
+
+
+cdef int _encode_arg(bytearray buf, object a) except -1:
     cdef type t = type(a)
+    cdef const char* data
+    cdef Py_ssize_t n
+    cdef char tmp[32]
     if t is bytes:
-        return <bytes>a
+        return _append_bulk(buf, PyBytes_AS_STRING(a), PyBytes_GET_SIZE(a))
     if t is str:
-        return (<str>a).encode()
+        data = PyUnicode_AsUTF8AndSize(a, &n)
+        return _append_bulk(buf, data, n)
     if t is int:
-        return b"%d" % a
+        n = snprintf(tmp, sizeof(tmp), "%lld", <long long>a)
+        return _append_bulk(buf, tmp, n)
     if t is float:
-        return repr(a).encode()
+        b = repr(a).encode()
+        return _append_bulk(buf, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
     if t is bytearray or t is memoryview:
-        return bytes(a)
+        b = bytes(a)
+        return _append_bulk(buf, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
     raise TypeError(f"cannot send {t.__name__} to the store")
 
 
-cdef inline void _encode_into(bytearray buf, tuple args) except *:
-    cdef bytes b
-    buf += b"*%d\r\n" % len(args)
+cdef inline int _encode_into(bytearray buf, tuple args) except -1:
+    # PERF: written straight into the bytearray in C; the first version built
+    # each header with bytes % formatting and was 8 % of a server process'
+    # samples under bench/load.py.
+    _append_header(buf, b"*", len(args))
     for a in args:
-        b = _as_bytes(a)
-        buf += b"$%d\r\n" % len(b)
-        buf += b
-        buf += b"\r\n"
+        _encode_arg(buf, a)
+    return 0
 
 
 def encode_command(*args):
