@@ -51,6 +51,7 @@ def _worker_main(settings: Settings, store_url: str, sock: socket.socket) -> Non
         interface="asgi3",  # the app is a plain callable returning a coroutine
         lifespan="on",
         access_log=False,
+        server_header=False,
         log_level=settings.log_level,
         timeout_keep_alive=75,
         # Long polls end within 60 s; give them that long to finish.
