@@ -52,6 +52,7 @@ def _worker_main(settings: Settings, store_url: str, sock: socket.socket) -> Non
         lifespan="on",
         access_log=False,
         server_header=False,
+        log_config=None,  # uvicorn's lines go through our logging format
         log_level=settings.log_level,
         timeout_keep_alive=75,
         # Long polls end within 60 s; give them that long to finish.
