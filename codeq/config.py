@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 BACKOFF_POLICIES = ("fixed", "linear", "exponential", "equal_jitter", "full_jitter")
 
@@ -98,6 +99,16 @@ def validate(s: Settings) -> list[str]:
     if s.max_body_bytes < 1024:
         problems.append("max_body_bytes must be at least 1024")
     return problems
+
+
+def redact(url: str) -> str:
+    """Return a store URL fit for logs: the password replaced by ***."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 def _convert(option: Option, raw: Any, source: str) -> Any:

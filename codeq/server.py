@@ -8,7 +8,7 @@ import signal
 import socket
 import threading
 
-from codeq.config import Settings
+from codeq.config import Settings, redact
 from codeq.embedded import EmbeddedStore
 
 log = logging.getLogger("codeq.server")
@@ -91,7 +91,7 @@ def run(settings: Settings) -> int:
     try:
         sock = _listen(settings.host, settings.port)
         log.info("codeQ listening on http://%s:%d with %d process(es), store %s",
-                 settings.host, sock.getsockname()[1], settings.workers, url)
+                 settings.host, sock.getsockname()[1], settings.workers, redact(url))
         if store is None and settings.workers == 1:
             _worker_main(settings, url, sock)
             return 0

@@ -42,3 +42,16 @@ def test_unknown_key_in_file_is_refused(tmp_path):
     path.write_text("prot = 1\n")
     with pytest.raises(ValueError, match="unknown setting 'prot'"):
         config.load(str(path), environ={})
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@db:6379/0", "redis://:***@db:6379/0"),
+        ("redis://user:s3cret@db/1", "redis://user:***@db/1"),
+        ("redis://db:6379/0", "redis://db:6379/0"),
+        ("unix:///run/kv.sock?db=2", "unix:///run/kv.sock?db=2"),
+    ],
+)
+def test_store_urls_are_logged_without_passwords(url, shown):
+    assert config.redact(url) == shown

@@ -21,7 +21,7 @@ from typing import Any
 
 from codeq import ids, keys
 from codeq._core import Client, ReplyError
-from codeq.config import Settings
+from codeq.config import Settings, redact
 from codeq.engine import scripts
 from codeq.engine.notify import Notifier
 from codeq.errors import (
@@ -402,7 +402,8 @@ class Engine:
         self.store.start()
         self.notifier.start()
         if not await self.store.wait_connected(connect_timeout):
-            log.warning("store %s not reachable yet; retrying in the background", self.store.url)
+            log.warning("store %s not reachable yet; retrying in the background",
+                        redact(self.store.url))
         if loops:
             self.start()
 
