@@ -86,12 +86,13 @@ class RedisServer:
         return self
 
     def _ready(self) -> bool:
+        client = self.client()
         try:
-            return bool(self.client().ping())
-        except redis.ConnectionError:
+            return bool(client.ping())
+        except (redis.ConnectionError, redis.BusyLoadingError):
             return False
-        except redis.ResponseError as exc:  # still loading the AOF
-            return "LOADING" not in str(exc) and False
+        finally:
+            client.close()
 
     def client(self, db: int = 0) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, db=db, password=self.password,

@@ -101,8 +101,9 @@ def test_embedded_store_runs_with_append_only_file(embedded):
     server, data_dir = embedded
     pids = children(server.proc.pid)
     assert any("redis-server" in cmdline(p) for p in pids)
-    assert store_of(data_dir).config_get("appendonly") == {"appendonly": "yes"}
-    assert store_of(data_dir).config_get("dir")["dir"] == str(Path(data_dir).resolve())
+    with store_of(data_dir) as store:
+        assert store.config_get("appendonly") == {"appendonly": "yes"}
+        assert store.config_get("dir")["dir"] == str(Path(data_dir).resolve())
 
 
 def test_long_polls_are_woken_across_processes(embedded):
@@ -132,9 +133,8 @@ def test_long_polls_are_woken_across_processes(embedded):
 
 def test_due_tasks_and_expired_leases_handled_within_a_second_by_default(embedded):
     server, data_dir = embedded
-    store = store_of(data_dir)
     q = QueueKeys("default", "x.tick")
-    with httpx.Client(base_url=server.base, timeout=10) as api:
+    with httpx.Client(base_url=server.base, timeout=10) as api, store_of(data_dir) as store:
         task = api.post(f"{V1}/tasks", json={"command": "x.tick", "delaySeconds": 0.5}).json()
         due = datetime.fromisoformat(task["visibleAt"]).timestamp()
         wait_until(lambda: store.lrange(q.ready_tier(0), 0, -1) == [task["id"].encode()],

@@ -105,8 +105,9 @@ async def test_password_database_and_unix_socket():
         unix = Client(f"unix://{server.socket_path}?db=3")
         assert await tcp.wait_connected(5)
         await tcp.call(b"SET", b"where", b"db3")
-        assert server.client(db=3).get("where") == b"db3"
-        assert server.client(db=0).get("where") is None
+        with server.client(db=3) as db3, server.client(db=0) as db0:
+            assert db3.get("where") == b"db3"
+            assert db0.get("where") is None
         # Without the password the client keeps retrying and never connects.
         assert not await unix.wait_connected(0.3)
         await unix.close()

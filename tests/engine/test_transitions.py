@@ -9,7 +9,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from codeq import keys
-from codeq.errors import LeaseExpired, NotInProgress, NotOwner, StaleLease, TaskNotFound
+from codeq.errors import (
+    LeaseExpired,
+    NotInProgress,
+    NotOwner,
+    StaleLease,
+    StoreUnavailable,
+    TaskNotFound,
+)
 from tests.engine.conftest import TENANT
 from tests.support import snapshot
 
@@ -365,3 +372,18 @@ async def test_foreign_messages_on_the_events_channel_are_ignored(make_engine, s
         store.publish(keys.EVENTS_CHANNEL, junk)
     task = await create(engine)
     assert [t.id for t in await asyncio.wait_for(poll, 5)] == [task.id]
+
+
+async def test_store_refusing_writes_is_unavailable_and_changes_nothing(engine, store):
+    await create(engine)  # registers the queue, so the refused create adds no key
+    before = snapshot(store)
+    store.config_set("maxmemory-policy", "noeviction")
+    store.config_set("maxmemory", 1)
+    try:
+        with pytest.raises(StoreUnavailable, match="OOM"):
+            await engine.create(TENANT, "job", b"{}")
+    finally:
+        store.config_set("maxmemory", 0)
+    # The id -> command key went out in the same write; the store refused it too.
+    assert snapshot(store) == before
+    assert (await create(engine)).status == "PENDING"
