@@ -150,6 +150,11 @@ class RequeueResponse(Struct, omit_defaults=True):
     delaySeconds: float | None = None
 
 
+# One JSON decoder per request body, each decoding raw bytes straight into its Struct.
+request_decoders: dict[type, msgspec.json.Decoder] = {
+    kind: msgspec.json.Decoder(kind)
+    for kind in (CreateTask, ClaimRequest, LeaseBody, HeartbeatRequest, NackRequest, ResultRequest)
+}
 # strict=False: stored times are float seconds, decoded into datetimes.
 task_decoder = msgspec.msgpack.Decoder(Task, strict=False)
 result_decoder = msgspec.msgpack.Decoder(ResultRecord, strict=False)

@@ -10,7 +10,7 @@ import falcon
 import msgspec
 
 from codeq.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from codeq.schemas import json_encoder
+from codeq.schemas import json_encoder, request_decoders
 
 if TYPE_CHECKING:
     from codeq.config import Settings
@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-_DECODERS: dict[type, msgspec.json.Decoder] = {}
 _FIELD = re.compile(r"at `\$\.(\w+)")
 _WORKER_ID = re.compile(r"^[\x21-\x7e]{1,256}$")
 
@@ -43,13 +42,6 @@ class Resource:
         self.ctx = ctx
 
 
-def _decoder(kind: type[T]) -> msgspec.json.Decoder:
-    dec = _DECODERS.get(kind)
-    if dec is None:
-        dec = _DECODERS[kind] = msgspec.json.Decoder(kind)
-    return dec
-
-
 async def read_body(req: falcon.asgi.Request, ctx: Context, kind: type[T], *,
                     optional: bool = False) -> T:
     """Decode the JSON body into ``kind``; refuse anything malformed."""
@@ -59,7 +51,7 @@ async def read_body(req: falcon.asgi.Request, ctx: Context, kind: type[T], *,
     data = await req.stream.read(ctx.max_body + 1)
     if len(data) > ctx.max_body:
         raise PayloadTooLarge(f"request body too large (limit {ctx.max_body} bytes)")
-    if not data.strip():
+    if not data or data.isspace():
         if optional:
             return kind()
         raise BadRequest("request body is required")
@@ -68,7 +60,7 @@ async def read_body(req: falcon.asgi.Request, ctx: Context, kind: type[T], *,
         raise UnsupportedMediaType(
             f"request body must be application/json, got {media or 'no content type'}")
     try:
-        return _decoder(kind).decode(data)
+        return request_decoders[kind].decode(data)
     except msgspec.ValidationError as exc:
         found = _FIELD.search(str(exc))
         detail = {"field": found.group(1)} if found else {}
