@@ -12,7 +12,6 @@ Layout (cluster-safe: one script only ever touches keys of one hash tag):
     codeq:{<tenant>:<command>}:idem           hash idempotency key -> id
     codeq:{<tenant>:<command>}:waiting        string, set while a claim long-polls
     codeq:{<tenant>:<command>}:rwaiters       set of ids whose result is long-polled
-    codeq:{<tenant>:<command>}:ticked         string, throttles the background tick
     codeq:{<tenant>/<id>}:command             string: which command a task id belongs to
     codeq:{<tenant>}:commands                 set of commands ever used by the tenant
     codeq:tenants                             set of tenants
@@ -46,7 +45,6 @@ class QueueKeys:
         "rwaiters",
         "tasks",
         "tenant",
-        "ticked",
         "waiting",
     )
 
@@ -67,7 +65,6 @@ class QueueKeys:
         self.idem = f"{prefix}idem".encode()
         self.waiting = f"{prefix}waiting".encode()
         self.rwaiters = f"{prefix}rwaiters".encode()
-        self.ticked = f"{prefix}ticked".encode()
 
     def ready_tier(self, priority: int) -> bytes:
         """Return the ready list of one priority tier."""

@@ -361,19 +361,14 @@ class Engine:
     async def tick(self) -> tuple[int, int, int]:
         """Promote due delayed tasks and requeue expired leases, all queues."""
         queues = await self.queues()
-        throttle = max(_ms(self.settings.tick_interval * 0.8), 1)
         replies = await asyncio.gather(*(
-            self._run("tick", (*self._retry_keys(q), q.ticked),
+            self._run("tick", self._retry_keys(q),
                       (TICK_LIMIT, *self._backoff, random.random(), keys.EVENTS_CHANNEL,
-                       q.tenant, q.command, throttle))
+                       q.tenant, q.command))
             for q in queues
         ))
-        totals = [0, 0, 0]
-        for reply in replies:
-            if reply[0] >= 0:
-                for i in range(3):
-                    totals[i] += reply[i]
-        return totals[0], totals[1], totals[2]
+        promoted, requeued, dead = (sum(reply[i] for reply in replies) for i in range(3))
+        return promoted, requeued, dead
 
     async def cleanup(self) -> int:
         """Remove finished tasks past retention; return how many."""

@@ -23,7 +23,7 @@ NUMKEYS = {
     "nack": 18,
     "result": 5,
     "result_wait": 3,
-    "tick": 19,
+    "tick": 18,
     "cleanup": 6,
 }
 

@@ -1,7 +1,9 @@
 --[[
   Background upkeep of one queue: promote due delayed tasks, and requeue
-  (or dead-letter, error LEASE_EXPIRED) tasks whose lease expired. Runs at
-  most once per interval however many server processes call it.
+  (or dead-letter, error LEASE_EXPIRED) tasks whose lease expired. Every
+  server process calls it; with nothing due it only reads, so it writes
+  nothing to the append-only file, and the first caller leaves nothing for
+  the others.
 
   KEYS[1..10] ready     ready lists, tier 9 first
   KEYS[11]    tasks     hash of task records
@@ -12,7 +14,6 @@
   KEYS[16]    dlq       zset of dead-lettered ids
   KEYS[17]    waiting   set while a claim long-polls this queue
   KEYS[18]    rwaiters  set of ids whose result is long-polled
-  KEYS[19]    ticked    throttle: exists while the last tick is recent
 
   ARGV[1] limit     most tasks promoted, and most leases reaped, per call
   ARGV[2] policy    backoff policy (see nack.lua)
@@ -22,9 +23,8 @@
   ARGV[6] channel   events channel
   ARGV[7] tenant
   ARGV[8] command
-  ARGV[9] interval  ms; a tick within it of the last one does nothing
 
-  Returns {promoted, requeued, deadLettered}, or {-1} when throttled.
+  Returns {promoted, requeued, deadLettered}.
 ]]
 -- @include common
 -- @include finish
@@ -36,9 +36,6 @@ local a = {policy = ARGV[2], base = tonumber(ARGV[3]), cap = tonumber(ARGV[4]),
            rand = tonumber(ARGV[5]), channel = ARGV[6], tenant = ARGV[7]}
 local limit, command = tonumber(ARGV[1]), ARGV[8]
 
-if not redis.call('SET', KEYS[19], '1', 'PX', ARGV[9], 'NX') then
-  return {-1}
-end
 local now = now_ms()
 
 local promoted = 0

@@ -387,3 +387,13 @@ async def test_store_refusing_writes_is_unavailable_and_changes_nothing(engine, 
     # The id -> command key went out in the same write; the store refused it too.
     assert snapshot(store) == before
     assert (await create(engine)).status == "PENDING"
+
+
+async def test_idle_upkeep_writes_nothing(engine, store):
+    await create(engine)
+    await create(engine, delay_seconds=60)
+    await engine.tick()
+    before = store.info("persistence")["aof_current_size"], snapshot(store)
+    for _ in range(5):
+        assert await engine.tick() == (0, 0, 0)
+    assert (store.info("persistence")["aof_current_size"], snapshot(store)) == before
