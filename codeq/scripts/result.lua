@@ -30,4 +30,4 @@ local task, code = check_lease(k.tasks, k.inflight, ARGV[1], ARGV[2], ARGV[3], n
 if not task then
   return {code}
 end
-return {0, finish(k, task, ARGV[4], ARGV[5], ARGV[6], ARGV[7], now, ARGV[8], ARGV[9])}
+return {0, finish(k, task, ARGV[4], ARGV[5], ARGV[6], ARGV[6], ARGV[7], now, ARGV[8], ARGV[9])}

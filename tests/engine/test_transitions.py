@@ -230,6 +230,7 @@ async def test_nack_on_last_attempt_dead_letters(engine, store):
     assert await engine.nack(TENANT, task.id, "w1", claimed.leaseId, 0, "broken") == ("dlq", None)
     stored, result = await engine.get_result(TENANT, task.id)
     assert stored.status == "FAILED"
+    assert stored.error == "broken"  # the worker's last word stays on the task
     assert result.status == "FAILED"
     assert result.error == "MAX_ATTEMPTS"
     q = engine.queue(TENANT, "job")

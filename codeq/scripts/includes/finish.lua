@@ -1,11 +1,13 @@
 -- Move a task to a terminal status and write its result record. Wakes any
--- long-polling result reader. Needs common.lua.
-local function finish(k, task, status, result, err, artifacts, now, channel, tenant)
+-- long-polling result reader. task_error is what the task itself keeps (a
+-- dead-lettered task keeps the last nack's reason; its result says why it
+-- was dead-lettered). Needs common.lua.
+local function finish(k, task, status, result, err, task_error, artifacts, now, channel, tenant)
   task.status = status
   task.updatedAt = now / 1000
   clear_lease(task)
-  if err ~= '' then
-    task.error = err
+  if task_error ~= '' then
+    task.error = task_error
   end
   save_task(k.tasks, task)
   redis.call('ZREM', k.inflight, task.id)

@@ -30,7 +30,8 @@ end
 -- Returns 'dlq', or 'requeued' and the delay in ms. delay < 0: use the policy.
 local function retry(k, task, delay, reason, dead_error, now, a)
   if task.attempts >= task.maxAttempts then
-    finish(k, task, 'FAILED', '', dead_error, '', now, a.channel, a.tenant)
+    finish(k, task, 'FAILED', '', dead_error, reason ~= '' and reason or dead_error, '', now,
+           a.channel, a.tenant)
     redis.call('ZADD', k.dlq, now, task.id)
     return 'dlq', 0
   end
