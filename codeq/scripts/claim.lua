@@ -27,16 +27,7 @@ local count, wait_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = now_ms()
 
 -- Bounded, so a claim stays cheap however many tasks fall due at once.
-local promoted = 0
-local due = redis.call('ZRANGEBYSCORE', KEYS[11], '-inf', now, 'LIMIT', 0, 100)
-for _, id in ipairs(due) do
-  redis.call('ZREM', KEYS[11], id)
-  local task = load_task(KEYS[13], id)
-  if task and task.status == 'PENDING' then
-    redis.call('RPUSH', ready_key(task.priority), id)
-    promoted = promoted + 1
-  end
-end
+local promoted = promote_due(KEYS[11], KEYS[13], now, 100)
 
 local out = {0}
 local lease_until = now + lease_ms

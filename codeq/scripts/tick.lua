@@ -38,21 +38,13 @@ local limit, command = tonumber(ARGV[1]), ARGV[8]
 
 local now = now_ms()
 
-local promoted = 0
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', k.delayed, '-inf', now, 'LIMIT', 0, limit)) do
-  redis.call('ZREM', k.delayed, id)
-  local task = load_task(k.tasks, id)
-  if task and task.status == 'PENDING' then
-    redis.call('RPUSH', ready_key(task.priority), id)
-    promoted = promoted + 1
-  end
-end
+local promoted = promote_due(k.delayed, k.tasks, now, limit)
 
-local requeued, dead, ready_now = 0, 0, 0
+local requeued, dead = 0, 0
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', k.inflight, '-inf', now, 'LIMIT', 0, limit)) do
   local task = load_task(k.tasks, id)
   if task and task.status == 'IN_PROGRESS' then
-    local outcome, delay = retry(k, task, -1, 'lease expired', 'LEASE_EXPIRED', now, a)
+    local outcome = retry(k, task, -1, 'lease expired', 'LEASE_EXPIRED', now, a)
     if outcome == 'dlq' then
       dead = dead + 1
     else

@@ -35,6 +35,20 @@ local function announce_ready(waiting, channel, tenant, command, n)
   end
 end
 
+-- Move up to `limit` due delayed tasks to their ready lists; return how many.
+local function promote_due(delayed, tasks, now, limit)
+  local promoted = 0
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)) do
+    redis.call('ZREM', delayed, id)
+    local task = load_task(tasks, id)
+    if task and task.status == 'PENDING' then
+      redis.call('RPUSH', ready_key(task.priority), id)
+      promoted = promoted + 1
+    end
+  end
+  return promoted
+end
+
 local function clear_lease(task)
   task.workerId = nil
   task.leaseId = nil
