@@ -398,3 +398,14 @@ async def test_idle_upkeep_writes_nothing(engine, store):
     for _ in range(5):
         assert await engine.tick() == (0, 0, 0)
     assert (store.info("persistence")["aof_current_size"], snapshot(store)) == before
+
+
+async def test_long_poll_survives_a_lost_subscription(make_engine, store):
+    worker_side = await make_engine()
+    producer_side = await make_engine()
+    poll = asyncio.ensure_future(worker_side.claim(TENANT, ["job"], "w1", wait_seconds=10))
+    await asyncio.sleep(0.2)
+    store.client_kill_filter(_type="pubsub")  # every process' subscriber drops
+    task = await create(producer_side)  # published while nobody listens
+    # The resubscribe wakes every poll to look again, so none waits it out.
+    assert [t.id for t in await asyncio.wait_for(poll, 5)] == [task.id]
