@@ -26,10 +26,12 @@ bench: deps
 
 deps: system-deps $(VENV)/.installed
 
-# Debian/Ubuntu packages: the store, and what building the extension needs.
+# Debian/Ubuntu packages: the store, what building the extension needs, and
+# curl (the README's walk-through is run by a test).
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
 	command -v cc >/dev/null 2>&1 || missing="$$missing build-essential"; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	$(PYTHON) -c 'import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' >/dev/null 2>&1 || missing="$$missing python3-dev"; \

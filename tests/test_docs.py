@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+
 from codeq.config import OPTIONS, Settings
 from tests.support import ROOT
 
@@ -25,3 +28,17 @@ def test_readme_quick_start_is_the_two_make_targets():
     assert "make run" in README and "make test" in README
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_readme_curl_walk_through_runs_as_written(codeq_server):
+    section = README.split("## A task's life, with curl", 1)[1]
+    script = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    script = script.replace("http://127.0.0.1:8080", codeq_server.base)
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    heartbeat, result, read = proc.stdout.splitlines()
+    assert json.loads(heartbeat)["ok"] is True
+    assert json.loads(result)["status"] == "COMPLETED"
+    assert json.loads(read)["task"]["status"] == "COMPLETED"
+    assert json.loads(read)["result"]["result"] == {"messageId": "m-1"}
