@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from codeq.keys import TENANT_PATTERN
 
 BACKOFF_POLICIES = ("fixed", "linear", "exponential", "equal_jitter", "full_jitter")
 
@@ -94,6 +97,9 @@ def validate(s: Settings) -> list[str]:
             problems.append(f"{name} must be positive")
     if s.backoff_base_seconds < 0:
         problems.append("backoff_base_seconds must not be negative")
+    if not re.match(TENANT_PATTERN, s.tenant):
+        problems.append("tenant must be 1 to 64 of A-Z a-z 0-9 . _ - (starting with a "
+                        "letter or digit)")
     if s.max_attempts < 1:
         problems.append("max_attempts must be at least 1")
     if s.max_body_bytes < 1024:

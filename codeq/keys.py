@@ -16,8 +16,9 @@ Layout (cluster-safe: one script only ever touches keys of one hash tag):
     codeq:{<tenant>}:commands                 set of commands ever used by the tenant
     codeq:tenants                             set of tenants
 
-Commands and tenants are limited to ``[A-Za-z0-9._:-]`` (see ``NAME_PATTERN``),
-so they can never contain the ``{}`` of a hash tag or the ``/`` of an id key.
+Commands are limited to ``[A-Za-z0-9._:-]`` (``NAME_PATTERN``) and tenants to
+the same without ``:`` (``TENANT_PATTERN``): neither can contain the ``{}`` of a
+hash tag or the ``/`` of an id key, and ``{tenant:command}`` splits one way only.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 PRIORITY_MIN = 0
 PRIORITY_MAX = 9
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
+TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 
 TENANTS = b"codeq:tenants"
 EVENTS_CHANNEL = b"codeq:events"

@@ -30,6 +30,8 @@ def test_precedence_file_then_environment_then_flags(tmp_path):
         ({"CODEQ_BACKOFF_POLICY": "random"}, "backoff_policy must be one of"),
         ({"CODEQ_TICK_INTERVAL": "0"}, "tick_interval must be positive"),
         ({"CODEQ_WORKERS": "0"}, "workers must be at least 1"),
+        ({"CODEQ_TENANT": "a:b"}, "tenant must be"),
+        ({"CODEQ_TENANT": "a{b}"}, "tenant must be"),
     ],
 )
 def test_bad_values_are_named(environ, message):

@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -103,12 +103,21 @@ class Engine:
         return _queue_keys(tenant, command)
 
     async def _run(self, name: str, keys_: tuple[bytes, ...], args: tuple[object, ...]) -> Any:
+        """Run one script; a store error becomes StoreUnavailable."""
+        return await self._settle(self.store.evalsha(self._s[name], keys_, args), name)
+
+    async def _cmd(self, *args: bytes | str) -> Any:
+        """Run one plain command; a store error becomes StoreUnavailable."""
+        return await self._settle(self.store.execute(args), args[0])
+
+    @staticmethod
+    async def _settle(pending: Awaitable[Any], what: object) -> Any:
         try:
-            return await self.store.evalsha(self._s[name], keys_, args)
+            return await pending
         except ReplyError as exc:
-            # A script error is a bug or a store refusing writes (OOM, read
-            # only replica): either way the store cannot serve the request.
-            log.error("script %s failed: %s", name, exc)
+            # A bug, or a store refusing writes (OOM, read-only replica):
+            # either way the store cannot serve the request.
+            log.error("store refused %s: %s", what, exc)
             raise StoreUnavailable(f"store refused the operation: {exc}") from None
 
     def _remember(self, tenant: str, task_id: str, command: str) -> None:
@@ -122,7 +131,7 @@ class Engine:
     async def _queue_of(self, tenant: str, task_id: str) -> QueueKeys:
         command = self._commands.get((tenant, task_id))
         if command is None:
-            raw = await self.store.execute((b"GET", keys.task_command(tenant, task_id)))
+            raw = await self._cmd(b"GET", keys.task_command(tenant, task_id))
             if raw is None:
                 raise TaskNotFound()
             command = raw.decode()
@@ -188,18 +197,18 @@ class Engine:
         except BaseException:
             _discard(loc)
             raise
-        await loc
+        await self._settle(loc, "SET")
         task = task_decoder.decode(reply[1])
         created = reply[2] == 1
         if not created:
             # The key matched an earlier task: the id reserved above is unused.
-            await self.store.execute((b"DEL", keys.task_command(tenant, task_id)))
+            await self._cmd(b"DEL", keys.task_command(tenant, task_id))
         self._remember(tenant, task.id, command)
         return task, created
 
     async def get(self, tenant: str, task_id: str) -> Task:
         q = await self._queue_of(tenant, task_id)
-        raw = await self.store.execute((b"HGET", q.tasks, task_id))
+        raw = await self._cmd(b"HGET", q.tasks, task_id)
         if raw is None:
             raise TaskNotFound()
         return task_decoder.decode(raw)
@@ -352,9 +361,9 @@ class Engine:
     async def queues(self) -> list[QueueKeys]:
         """Return every queue any process has created a task in."""
         out = []
-        for raw_tenant in await self.store.execute((b"SMEMBERS", keys.TENANTS)):
+        for raw_tenant in await self._cmd(b"SMEMBERS", keys.TENANTS):
             tenant = raw_tenant.decode()
-            for raw in await self.store.execute((b"SMEMBERS", keys.tenant_commands(tenant))):
+            for raw in await self._cmd(b"SMEMBERS", keys.tenant_commands(tenant)):
                 out.append(self.queue(tenant, raw.decode()))
         return out
 
@@ -379,9 +388,10 @@ class Engine:
                 ids = await self._run("cleanup",
                                       (q.tasks, q.results, q.done, q.dlq, q.idem, q.rwaiters),
                                       (retention, CLEANUP_LIMIT))
-                if ids:
-                    await self.store.execute(
-                        (b"DEL", *(keys.task_command(q.tenant, i.decode()) for i in ids)))
+                # One DEL a key: each id key has a hash slot of its own (a
+                # multi-key DEL is CROSSSLOT on a cluster); pipelined anyway.
+                await asyncio.gather(*(self._cmd(b"DEL", keys.task_command(q.tenant, i.decode()))
+                                       for i in ids))
                 removed += len(ids)
                 if len(ids) < CLEANUP_LIMIT:
                     break
