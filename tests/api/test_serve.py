@@ -167,6 +167,20 @@ def test_a_crashed_server_process_is_replaced_and_nothing_is_lost(embedded):
             assert resp.json()["status"] == "PENDING"
 
 
+def test_a_crashed_embedded_store_is_restarted_from_its_append_only_file(embedded):
+    server, _ = embedded
+    with httpx.Client(base_url=server.base, timeout=10) as api:
+        ids = [api.post(f"{V1}/tasks", json={"command": "x.store"}).json()["id"]
+               for _ in range(20)]
+        store_pid = next(p for p in children(server.proc.pid) if "redis-server" in cmdline(p))
+        os.kill(store_pid, signal.SIGKILL)
+        wait_until(lambda: api.get("/readyz").status_code == 503, 10, 0.01, "503 while down")
+        wait_until(lambda: api.get("/readyz").status_code == 200, 30, 0.1, "the store back")
+        assert any("redis-server" in cmdline(p) for p in children(server.proc.pid))
+        for task_id in ids:
+            assert api.get(f"{V1}/tasks/{task_id}").json()["status"] == "PENDING"
+
+
 def test_shutdown_stops_the_store_and_a_restart_keeps_the_tasks():
     data_dir = tempfile.mkdtemp(prefix="codeq-data-")
     server = CodeqServer("--data-dir", data_dir, "--log-level", "warning").start()
