@@ -71,11 +71,11 @@ cdef int _encode_arg(bytearray buf, object a) except -1:
         return _append_bulk(buf, tmp, n)
     if t is float:
         b = repr(a).encode()
-        return _append_bulk(buf, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
-    if t is bytearray or t is memoryview:
+    elif t is bytearray or t is memoryview:
         b = bytes(a)
-        return _append_bulk(buf, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
-    raise TypeError(f"cannot send {t.__name__} to the store")
+    else:
+        raise TypeError(f"cannot send {t.__name__} to the store")
+    return _append_bulk(buf, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
 
 
 cdef inline int _encode_into(bytearray buf, tuple args) except -1:

@@ -55,7 +55,7 @@ def _worker_main(settings: Settings, store_url: str, sock: socket.socket) -> Non
         log_config=None,  # uvicorn's lines go through our logging format
         log_level=settings.log_level,
         timeout_keep_alive=75,
-        # Long polls end within 60 s; give them that long to finish.
+        # Long polls end at once on shutdown (drain); this bounds the rest.
         timeout_graceful_shutdown=65,
     )
     # uvicorn re-raises the stop signal once it has shut down gracefully;

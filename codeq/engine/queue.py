@@ -55,15 +55,13 @@ def _queue_keys(tenant: str, command: str) -> QueueKeys:
 
 async def _wait(waiter: asyncio.Future[None], timeout: float,
                 gone: asyncio.Future[None] | None) -> bool:
-    """Wait for ``waiter``; False on timeout or when ``gone`` completes first."""
-    if gone is None:
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except TimeoutError:
-            return False
-        return True
-    await asyncio.wait((waiter, gone), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    return waiter.done() and not gone.done()
+    """Wait for ``waiter``; False on timeout or when ``gone`` completes first.
+
+    Neither future is cancelled here: the caller still reads ``waiter``.
+    """
+    watched = (waiter,) if gone is None else (waiter, gone)
+    await asyncio.wait(watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    return waiter.done() and (gone is None or not gone.done())
 
 
 def _discard(fut: asyncio.Future) -> None:
