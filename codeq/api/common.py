@@ -28,7 +28,6 @@ class Context:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
         self.settings = settings
-        self.max_body = settings.max_body_bytes
 
     def tenant(self, req: falcon.asgi.Request) -> str:
         # Authentication will name the tenant; until then one is configured.
@@ -45,12 +44,12 @@ class Resource:
 async def read_body(req: falcon.asgi.Request, ctx: Context, kind: type[T], *,
                     optional: bool = False) -> T:
     """Decode the JSON body into ``kind``; refuse anything malformed."""
-    length = req.content_length
-    if length is not None and length > ctx.max_body:
-        raise PayloadTooLarge(f"request body too large (limit {ctx.max_body} bytes)")
-    data = await req.stream.read(ctx.max_body + 1)
-    if len(data) > ctx.max_body:
-        raise PayloadTooLarge(f"request body too large (limit {ctx.max_body} bytes)")
+    limit = ctx.settings.max_body_bytes
+    # A declared oversize is refused unread; a chunked one once past the limit.
+    declared = req.content_length
+    data = b"" if declared is not None and declared > limit else await req.stream.read(limit + 1)
+    if len(data) > limit or (declared or 0) > limit:
+        raise PayloadTooLarge(f"request body too large (limit {limit} bytes)")
     if not data or data.isspace():
         if optional:
             return kind()
