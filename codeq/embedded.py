@@ -41,7 +41,7 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> int:
     return proc.returncode
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -95,7 +95,7 @@ class EmbeddedStore:
                     "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
                     "--daemonize", "no", "--loglevel", "warning"]
         if self.port is None:
-            self.port = _free_port()
+            self.port = free_port()
         # kvrocks takes its settings from a file (not every key is a flag);
         # its RocksDB write-ahead log keeps acknowledged writes across a crash.
         conf = self.data_dir / "kvrocks.conf"
