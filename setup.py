@@ -21,7 +21,7 @@ extension = Extension(
     "codeq._core",
     ["codeq/_core.pyx"],
     define_macros=macros,
-    extra_compile_args=["-O0", "-g"] if DEBUG else ["-O2"],
+    extra_compile_args=["-O0", "-g"] if DEBUG else ["-O2", "-g0"],
 )
 
 setup(ext_modules=cythonize([extension], compiler_directives=directives))

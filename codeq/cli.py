@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from codeq import config
+from codeq import __version__, config
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codeq", description="codeQ queueing service")
+    parser.add_argument("--version", action="version", version=f"codeq {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser(
         "serve",

@@ -45,6 +45,18 @@ class Settings:
     retention_seconds: float = _opt(86400.0, "how long finished tasks and results are kept")
     cleanup_interval: float = _opt(60.0, "seconds between retention cleanups")
     max_body_bytes: int = _opt(1 << 20, "largest request body accepted")
+    max_header_bytes: int = _opt(16384, "largest request line and headers accepted (431 "
+                                 "beyond)")
+    header_timeout: float = _opt(10.0, "seconds a client may take to send a request's "
+                                 "line and headers")
+    body_timeout: float = _opt(30.0, "seconds a client may take to send a request's body")
+    keepalive_timeout: float = _opt(75.0, "seconds an idle connection is kept open, before "
+                                    "its first request and between requests")
+    shutdown_timeout: float = _opt(10.0, "seconds a stopping process lets requests in flight "
+                                   "finish before closing their connections")
+    store_timeout: float = _opt(5.0, "seconds a store reply may take before its connection "
+                                "is declared dead and reopened; idle connections are pinged "
+                                "this often")
     log_level: str = _opt("info", "log level", ("debug", "info", "warning", "error"))
 
     def __post_init__(self) -> None:
@@ -92,7 +104,8 @@ def validate(s: Settings) -> list[str]:
     if s.backoff_policy not in BACKOFF_POLICIES:
         problems.append(f"backoff_policy must be one of {', '.join(BACKOFF_POLICIES)}")
     for name in ("default_lease_seconds", "backoff_max_seconds", "tick_interval",
-                 "retention_seconds", "cleanup_interval"):
+                 "retention_seconds", "cleanup_interval", "header_timeout", "body_timeout",
+                 "keepalive_timeout", "shutdown_timeout", "store_timeout"):
         if getattr(s, name) <= 0:
             problems.append(f"{name} must be positive")
     if s.backoff_base_seconds < 0:
@@ -104,6 +117,8 @@ def validate(s: Settings) -> list[str]:
         problems.append("max_attempts must be at least 1")
     if s.max_body_bytes < 1024:
         problems.append("max_body_bytes must be at least 1024")
+    if s.max_header_bytes < 1024:
+        problems.append("max_header_bytes must be at least 1024")
     return problems
 
 

@@ -88,6 +88,12 @@ class StaleLease(Conflict):
     default_message = "the lease token is not the task's current lease"
 
 
+class RequestTimeout(CodeqError):
+    status = 408
+    code = "REQUEST_TIMEOUT"
+    default_message = "the request was not received in time"
+
+
 class PayloadTooLarge(CodeqError):
     status = 413
     code = "PAYLOAD_TOO_LARGE"
@@ -98,6 +104,12 @@ class UnsupportedMediaType(CodeqError):
     status = 415
     code = "UNSUPPORTED_MEDIA_TYPE"
     default_message = "request body must be application/json"
+
+
+class HeadersTooLarge(CodeqError):
+    status = 431
+    code = "HEADERS_TOO_LARGE"
+    default_message = "request line and headers too large"
 
 
 class StoreUnavailable(CodeqError):
