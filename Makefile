@@ -1,24 +1,48 @@
 # codeQ: `make run` serves, `make test` tests, `make bench` measures.
 # Each installs what it needs first: Debian packages when missing (as root or
-# through sudo), then the Python packages into .venv.
+# through sudo), then the Python packages into .venv (an editable install, for
+# development). `make test` also builds the sdist and, from it, the wheel,
+# installs that wheel into a fresh .venv-test and tests the installed package
+# on each store of STORES (the KVRocks leg is skipped, with the reason
+# printed, when no kvrocks binary is found).
 
-PYTHON ?= python3
-VENV   ?= .venv
-PY     := $(VENV)/bin/python
-SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-ARGS   ?=
+PYTHON    ?= python3
+VENV      ?= .venv
+TEST_VENV ?= .venv-test
+DIST      ?= dist
+STORES    ?= redis kvrocks
+PY        := $(VENV)/bin/python
+SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+ARGS      ?=
 
-.PHONY: run test lint bench load deps system-deps clean
+.PHONY: run test lint wheel bench bench-ci load deps system-deps clean
 
 run: deps
 	$(VENV)/bin/codeq serve $(ARGS)
 
-test: deps lint
-	$(PY) -m pytest tests -q $(ARGS)
+test: lint wheel
+	rm -rf $(TEST_VENV)
+	$(PYTHON) -m venv $(TEST_VENV)
+	$(TEST_VENV)/bin/python -m pip install -q --upgrade pip
+	$(TEST_VENV)/bin/python -m pip install -q "$$(ls $(DIST)/codeq-*manylinux*.whl)[test]"
+	@for store in $(STORES); do \
+		echo "== tests of the installed wheel on $$store"; \
+		CODEQ_TEST_STORE=$$store CODEQ_TEST_INSTALLED=1 \
+			$(TEST_VENV)/bin/pytest tests -q -rs $(ARGS) || exit 1; \
+	done
 
 lint: deps
 	$(VENV)/bin/ruff check codeq tests bench
 	$(VENV)/bin/mypy
+
+# The sdist, then the wheel built from it (what `python -m build` does),
+# repaired by auditwheel to a manylinux tag.
+wheel: deps
+	rm -rf $(DIST)
+	$(PY) -m build --outdir $(DIST) .
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/auditwheel repair --wheel-dir $(DIST) $(DIST)/codeq-*-linux_*.whl
+	rm $(DIST)/codeq-*-linux_*.whl
+	@ls -l $(DIST)
 
 bench: deps
 	$(PY) -m pytest bench -q --benchmark-only --benchmark-columns=min,median,mean,ops,rounds $(ARGS)
@@ -44,9 +68,9 @@ system-deps:
 $(VENV)/.installed: pyproject.toml setup.py codeq/_core.pyx
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -c 'import codeq._core'
 	touch $@
 
 clean:
-	rm -rf $(VENV) build *.egg-info codeq/_core.c codeq/_core*.so .benchmarks
+	rm -rf $(VENV) $(TEST_VENV) $(DIST) build *.egg-info codeq/_core.c codeq/_core*.so .benchmarks

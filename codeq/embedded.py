@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -67,7 +68,8 @@ def _ping(sock: socket.socket) -> bool:
 
 
 class EmbeddedStore:
-    """One store process with its data under ``data_dir``, append-only on."""
+    """One store process with its data under ``data_dir``, every write persisted:
+    redis-server with its append-only file, or KVRocks with its write-ahead log."""
 
     def __init__(self, data_dir: str, binary: str | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
@@ -76,15 +78,29 @@ class EmbeddedStore:
             raise RuntimeError("no store: install kvrocks or redis-server, or pass --store-url")
         self.binary: str = found
         self.kind = "kvrocks" if Path(self.binary).name.startswith("kvrocks") else "redis"
+        # What the store replays after a crash, for the logs.
+        self.journal = "write-ahead log" if self.kind == "kvrocks" else "append-only file"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.port: int | None = None
         self.socket_path = str(self.data_dir / "store.sock")
+        self.conf = self.data_dir / "kvrocks.conf"
+        # KVRocks listens on TCP only: keep the port of an earlier run of this
+        # data dir, so a store still running there is found.
+        self.port: int | None = None
+        if self.kind == "kvrocks" and self.conf.exists():
+            found_port = re.search(r"^port (\d+)$", self.conf.read_text(), re.MULTILINE)
+            self.port = int(found_port.group(1)) if found_port else None
 
     @property
     def url(self) -> str:
         if self.kind == "redis":
             return f"unix://{self.socket_path}"
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def answers(self) -> bool:
+        """Return whether a store answers at this data dir's address."""
+        if self.kind == "redis":
+            return ping(None, None, self.socket_path)
+        return self.port is not None and ping("127.0.0.1", self.port, None)
 
     def _command(self) -> list[str]:
         if self.kind == "redis":
@@ -98,26 +114,25 @@ class EmbeddedStore:
             self.port = free_port()
         # kvrocks takes its settings from a file (not every key is a flag);
         # its RocksDB write-ahead log keeps acknowledged writes across a crash.
-        conf = self.data_dir / "kvrocks.conf"
-        conf.write_text(f"bind 127.0.0.1\nport {self.port}\ndir {self.data_dir}\n"
-                        "daemonize no\n")
-        return [self.binary, "-c", str(conf)]
+        self.conf.write_text(f"bind 127.0.0.1\nport {self.port}\ndir {self.data_dir}\n"
+                             "daemonize no\n")
+        return [self.binary, "-c", str(self.conf)]
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the store and wait until it answers."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.answers():
+            # Two stores on one data dir would corrupt it.
+            raise RuntimeError(f"a store is already running on {self.data_dir} "
+                               "(another codeq serve?)")
         if self.kind == "redis" and os.path.exists(self.socket_path):
-            if ping(None, None, self.socket_path):
-                # Two stores on one append-only file would corrupt it.
-                raise RuntimeError(f"a store is already running on {self.data_dir} "
-                                   "(another codeq serve?)")
             os.unlink(self.socket_path)  # left by a crash; redis would not bind
         log_file = open(self.data_dir / "store.log", "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(self._command(), stdout=log_file, stderr=subprocess.STDOUT,
                                      start_new_session=True, preexec_fn=die_with_parent)
         log_file.close()
         deadline = time.monotonic() + timeout
-        while not ping("127.0.0.1", self.port, self.socket_path if self.kind == "redis" else None):
+        while not self.answers():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}; "
                                    f"see {self.data_dir / 'store.log'}")

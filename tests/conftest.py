@@ -1,15 +1,47 @@
-"""Session fixtures: one real redis-server, one real codeq serve, flushed per test."""
+"""Session fixtures: real store servers and one real codeq serve.
+
+Two stores per session: one behind the session's codeq serve, and one for
+the tests that drive the engine or the core directly, flushed before each of
+them. Their data never meets, on any store (KVRocks has one keyspace for
+every database number, so database numbers cannot separate tests there).
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
-from tests.support import CodeqServer, RedisServer, stop_all
+import codeq
+from tests.support import ROOT, STORE_KIND, CodeqServer, StoreServer, find_kvrocks, stop_all
 
 # Fast upkeep and short backoff keep the lease and retry tests quick.
 SERVE_ARGS = ("--tick-interval", "0.05", "--backoff-policy", "fixed",
               "--backoff-base-seconds", "0.2", "--backoff-max-seconds", "5",
               "--log-level", "warning")
+
+
+def pytest_report_header(config):
+    return [f"store: {STORE_KIND}", f"codeq: {Path(codeq.__file__).parent}"]
+
+
+def pytest_collection_modifyitems(config, items):
+    if STORE_KIND == "kvrocks" and find_kvrocks() is None:
+        skip = pytest.mark.skip(reason="KVRocks leg: no kvrocks binary (set CODEQ_KVROCKS, "
+                                "put kvrocks on PATH, or ../shared/bin/kvrocks)")
+        for item in items:
+            item.add_marker(skip)
+
+
+def pytest_sessionstart(session):
+    # `make test` runs the suite against the wheel installed in a fresh venv:
+    # a source tree shadowing it would hide packaging defects.
+    if os.environ.get("CODEQ_TEST_INSTALLED") == "1":
+        where = Path(codeq.__file__).resolve()
+        if (ROOT / "codeq") in where.parents:
+            raise pytest.UsageError(f"codeq imported from the source tree ({where}), "
+                                    "not from the installed wheel")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -19,36 +51,39 @@ def _stop_leftovers():
 
 
 @pytest.fixture(scope="session")
-def redis_server():
-    server = RedisServer().start()
+def store_server():
+    """The store behind the session's codeq serve."""
+    server = StoreServer().start()
     yield server
     server.cleanup()
 
 
-# Tests that drive the engine or the core directly use a database of their
-# own: the session's codeq serve works on database 0, and its upkeep loop
-# must not touch their tasks.
-DIRECT_DB = 1
+@pytest.fixture(scope="session")
+def direct_server():
+    """The store of the tests that drive the engine or the core directly."""
+    server = StoreServer().start()
+    yield server
+    server.cleanup()
 
 
 @pytest.fixture
-def store_url(redis_server):
-    return redis_server.url_for(DIRECT_DB)
+def store_url(direct_server):
+    return direct_server.url
 
 
 @pytest.fixture
-def store(redis_server):
-    """A redis-py client on an empty database (for tests without a server process)."""
-    client = redis_server.client(db=DIRECT_DB)
-    client.flushdb()
+def store(direct_server):
+    """A redis-py client on an emptied direct store."""
+    client = direct_server.client()
+    client.flushall()
     yield client
     client.close()
 
 
 @pytest.fixture
-def store_view(redis_server):
+def store_view(store_server):
     """A redis-py client that leaves the store as it is (a server process shares it)."""
-    client = redis_server.client()
+    client = store_server.client()
     yield client
     client.close()
 
@@ -60,7 +95,7 @@ def command(request):
 
 
 @pytest.fixture(scope="session")
-def codeq_server(redis_server):
-    server = CodeqServer("--store-url", redis_server.url, *SERVE_ARGS).start()
+def codeq_server(store_server):
+    server = CodeqServer("--store-url", store_server.url, *SERVE_ARGS).start()
     yield server
     server.stop()

@@ -1,7 +1,15 @@
-"""Test helpers: real store and service processes, polls with deadlines."""
+"""Test helpers: real store and service processes, polls with deadlines.
+
+The store the tests start is redis-server, or KVRocks when CODEQ_TEST_STORE
+is ``kvrocks`` (its binary from CODEQ_KVROCKS, PATH, or the shared/bin folder
+beside the checkout). Service processes run the ``codeq`` command installed
+next to this Python, from a directory outside the checkout, so they use the
+installed package exactly as users get it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -9,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +28,50 @@ from codeq.embedded import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+STORE_KIND = os.environ.get("CODEQ_TEST_STORE", "redis")
+CODEQ = str(Path(sys.executable).with_name("codeq"))
 
 # Every process a test starts, so the session can stop any a failing test left.
-_STARTED: list[RedisServer | CodeqServer] = []
+_STARTED: list[StoreServer | CodeqServer] = []
+
+
+def find_kvrocks() -> str | None:
+    """Return the KVRocks binary to test with, if there is one."""
+    for candidate in (os.environ.get("CODEQ_KVROCKS"), shutil.which("kvrocks"),
+                      str(ROOT.parent / "shared" / "bin" / "kvrocks")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def kvrocks_dir() -> str:
+    """Return a directory holding the KVRocks binary under the name ``kvrocks``."""
+    binary = find_kvrocks()
+    assert binary is not None
+    if os.path.basename(binary) == "kvrocks":
+        return os.path.dirname(binary)
+    link_dir = os.path.join(tempfile.gettempdir(), f"codeq-kvrocks-{os.getuid()}")
+    os.makedirs(link_dir, exist_ok=True)
+    link = os.path.join(link_dir, "kvrocks")
+    if not os.path.exists(link):
+        os.symlink(binary, link)
+    return link_dir
+
+
+def codeq_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a ``codeq`` process: none of the caller's CODEQ_* settings, and
+    KVRocks first on PATH in the KVRocks leg (so the embedded store is KVRocks)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODEQ_")}
+    if STORE_KIND == "kvrocks":
+        env["PATH"] = f"{kvrocks_dir()}:{env.get('PATH', '')}"
+    env.update(extra or {})
+    return env
+
+
+def codeq_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``codeq`` command to completion."""
+    return subprocess.run([CODEQ, *args], cwd=tempfile.gettempdir(), capture_output=True,
+                          text=True, timeout=timeout, env=codeq_env())
 
 
 def stop_all() -> None:
@@ -44,43 +93,52 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         time.sleep(interval)
 
 
-class RedisServer:
-    """A redis-server on a free loopback port with its own temporary data dir."""
+class StoreServer:
+    """A redis-server or KVRocks on a free loopback port with a temporary data dir."""
 
-    def __init__(self, *, appendonly: bool = True, password: str | None = None,
-                 unixsocket: bool = False) -> None:
-        self.dir = tempfile.mkdtemp(prefix="codeq-redis-")
+    def __init__(self, kind: str = STORE_KIND, *, appendonly: bool = True,
+                 password: str | None = None, unixsocket: bool = False) -> None:
+        self.kind = kind
+        self.binary = REDIS_SERVER if kind == "redis" else find_kvrocks()
+        if self.binary is None:
+            raise RuntimeError("no kvrocks binary found")
+        self.dir = tempfile.mkdtemp(prefix=f"codeq-{kind}-")
         self.port = free_port()
         self.password = password
-        self.socket_path = os.path.join(self.dir, "redis.sock") if unixsocket else None
+        self.socket_path = os.path.join(self.dir, "store.sock") if unixsocket else None
         self.appendonly = appendonly
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return self.url_for(0)
-
-    def url_for(self, db: int) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/{db}"
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisServer:
-        args = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port),
-                "--dir", self.dir, "--save", "", "--daemonize", "no",
-                "--appendonly", "yes" if self.appendonly else "no",
-                "--appendfsync", "everysec", "--loglevel", "warning"]
+    def _args(self) -> list[str]:
+        assert self.binary is not None
+        args = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port),
+                "--dir", self.dir, "--daemonize", "no"]
+        if self.kind == "redis":
+            args += ["--save", "", "--appendonly", "yes" if self.appendonly else "no",
+                     "--appendfsync", "everysec", "--loglevel", "warning"]
+        # KVRocks always persists through its write-ahead log.
         if self.password:
             args += ["--requirepass", self.password]
         if self.socket_path:
             args += ["--unixsocket", self.socket_path, "--unixsocketperm", "700"]
-        log = open(os.path.join(self.dir, "redis.log"), "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        return args
+
+    def start(self) -> StoreServer:
+        log = open(os.path.join(self.dir, "store.log"), "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(self._args(), stdout=log, stderr=subprocess.STDOUT)
         log.close()
         _STARTED.append(self)
-        wait_until(self._ready, 10, what=f"redis-server on port {self.port}")
+        wait_until(self._ready, 15, what=f"{self.kind} on port {self.port}")
         return self
 
     def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"{self.kind} exited with {self.proc.returncode}")
         client = self.client()
         try:
             return bool(client.ping())
@@ -89,9 +147,10 @@ class RedisServer:
         finally:
             client.close()
 
-    def client(self, db: int = 0) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, db=db, password=self.password,
-                           socket_timeout=5)
+    def client(self) -> redis.Redis:
+        # RESP2, as codeQ speaks it (KVRocks refuses RESP3 by default).
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password,
+                           socket_timeout=5, protocol=2)
 
     def kill(self) -> None:
         """SIGKILL: a crash, not a shutdown."""
@@ -124,12 +183,11 @@ class CodeqServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> CodeqServer:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CODEQ_")}
-        env.update(self.env)
+        env = codeq_env(self.env)
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "codeq.cli", "serve", "--port", str(self.port), *self.args],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+            [CODEQ, "serve", "--port", str(self.port), *self.args],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tempfile.gettempdir(),
         )
         log.close()
         _STARTED.append(self)
@@ -165,3 +223,32 @@ class CodeqServer:
 def snapshot(client: redis.Redis) -> dict[bytes, bytes]:
     """Every key of the store with its serialized value, to prove nothing changed."""
     return {key: client.dump(key) for key in sorted(client.keys("*"))}
+
+
+def journal_position(client: redis.Redis) -> int:
+    """How far the store's journal has grown: Redis' AOF size, KVRocks' WAL sequence."""
+    if STORE_KIND == "redis":
+        return int(client.info("persistence")["aof_current_size"])
+    return int(client.info()["sequence"])
+
+
+@contextlib.contextmanager
+def refusing_writes(client: redis.Redis) -> Iterator[str]:
+    """Make the store refuse writes; yield the error it gives.
+
+    Redis: out of memory (maxmemory 1, noeviction). KVRocks has no maxmemory:
+    it refuses writes as a read-only replica of an address nobody serves.
+    """
+    if STORE_KIND == "redis":
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", 1)
+        try:
+            yield "OOM"
+        finally:
+            client.config_set("maxmemory", 0)
+    else:
+        client.execute_command("SLAVEOF", "127.0.0.1", "1")
+        try:
+            yield "READONLY"
+        finally:
+            client.execute_command("SLAVEOF", "NO", "ONE")

@@ -7,21 +7,20 @@ import httpx
 import pytest
 
 from tests.conftest import SERVE_ARGS
-from tests.support import CodeqServer, snapshot
+from tests.support import CodeqServer, StoreServer, snapshot
 
 V1 = "/v1/codeq"
 JSON = {"Content-Type": "application/json"}
 WORKER = {"X-Worker-Id": "w1", **JSON}
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
-DB = 5  # a database of its own, so other tests' upkeep cannot change it meanwhile
 
 
 @pytest.fixture(scope="module")
-def isolated(redis_server):
-    url = redis_server.url.rsplit("/", 1)[0] + f"/{DB}"
-    server = CodeqServer("--store-url", url, *SERVE_ARGS).start()
-    view = redis_server.client(db=DB)
-    view.flushdb()
+def isolated():
+    """A store and codeq serve of their own, so nothing else changes the store meanwhile."""
+    store = StoreServer().start()
+    server = CodeqServer("--store-url", store.url, *SERVE_ARGS).start()
+    view = store.client()
     with httpx.Client(base_url=server.base, timeout=30) as api:
         created = api.post(f"{V1}/tasks", json={"command": "bad.input", "payload": {}})
         assert created.status_code == 202
@@ -31,6 +30,7 @@ def isolated(redis_server):
         yield api, claimed.json()["id"], view
     server.stop()
     view.close()
+    store.cleanup()
 
 
 def body(text: str) -> bytes:

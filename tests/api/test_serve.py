@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -18,11 +16,12 @@ import pytest
 import redis
 
 from codeq.config import OPTIONS
-from codeq.embedded import ping
+from codeq.embedded import EmbeddedStore
 from codeq.keys import QueueKeys
-from tests.support import ROOT, CodeqServer, wait_until
+from tests.support import STORE_KIND, CodeqServer, codeq_cli, wait_until
 
 V1 = "/v1/codeq"
+STORE_PROCESS = "kvrocks" if STORE_KIND == "kvrocks" else "redis-server"
 
 
 def children(pid: int) -> list[int]:
@@ -47,8 +46,9 @@ def cmdline(pid: int) -> str:
 
 
 def test_help_documents_every_setting():
-    out = subprocess.run([sys.executable, "-m", "codeq.cli", "serve", "--help"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
+    proc = codeq_cli("serve", "--help")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
     for option in OPTIONS:
         assert option.flag in out
         assert option.env in out
@@ -56,12 +56,10 @@ def test_help_documents_every_setting():
 
 
 def test_bad_settings_exit_with_a_clear_message():
-    proc = subprocess.run([sys.executable, "-m", "codeq.cli", "serve", "--backoff-policy", "x"],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = codeq_cli("serve", "--backoff-policy", "x")
     assert proc.returncode == 2
     assert "backoff" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "codeq.cli", "serve", "--port", "0x"],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = codeq_cli("serve", "--port", "0x")
     assert proc.returncode == 2
     assert "port must be a int" in proc.stderr
 
@@ -71,16 +69,13 @@ def test_port_in_use_is_a_clear_error(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        proc = subprocess.run(
-            [sys.executable, "-m", "codeq.cli", "serve", "--port", str(port),
-             "--data-dir", str(tmp_path)],
-            cwd=ROOT, capture_output=True, text=True, timeout=60)
+        proc = codeq_cli("serve", "--port", str(port), "--data-dir", str(tmp_path))
     assert proc.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
     assert "Traceback" not in proc.stderr
     # The embedded store it had started is stopped again.
     assert (tmp_path / "store.log").exists()
-    assert not ping(None, None, str(tmp_path / "store.sock"))
+    assert not embedded_store(str(tmp_path)).answers()
 
 
 @pytest.fixture(scope="module")
@@ -93,16 +88,26 @@ def embedded():
     server.stop()
 
 
+def embedded_store(data_dir: str) -> EmbeddedStore:
+    """The embedded store a codeq serve runs (or ran) on ``data_dir``."""
+    binary = "kvrocks" if STORE_KIND == "kvrocks" else STORE_PROCESS
+    return EmbeddedStore(data_dir, binary=binary)
+
+
 def store_of(data_dir: str) -> redis.Redis:
-    return redis.Redis(unix_socket_path=os.path.join(data_dir, "store.sock"))
+    return redis.Redis.from_url(embedded_store(data_dir).url, protocol=2)
 
 
-def test_embedded_store_runs_with_append_only_file(embedded):
+def test_embedded_store_persists_every_write(embedded):
     server, data_dir = embedded
     pids = children(server.proc.pid)
-    assert any("redis-server" in cmdline(p) for p in pids)
+    assert any(STORE_PROCESS in cmdline(p) for p in pids)
     with store_of(data_dir) as store:
-        assert store.config_get("appendonly") == {"appendonly": "yes"}
+        if STORE_KIND == "redis":
+            assert store.config_get("appendonly") == {"appendonly": "yes"}
+        else:
+            assert store.config_get("rocksdb.write_options.disable_wal") == {
+                "rocksdb.write_options.disable_wal": "no"}
         assert store.config_get("dir")["dir"] == str(Path(data_dir).resolve())
 
 
@@ -154,12 +159,12 @@ def test_a_crashed_server_process_is_replaced_and_nothing_is_lost(embedded):
     with httpx.Client(base_url=server.base, timeout=10) as api:
         ids = [api.post(f"{V1}/tasks", json={"command": "x.crash"}).json()["id"]
                for _ in range(20)]
-        workers = [p for p in children(server.proc.pid) if "redis-server" not in cmdline(p)]
+        workers = [p for p in children(server.proc.pid) if STORE_PROCESS not in cmdline(p)]
         victim = workers[0]
         os.kill(victim, signal.SIGKILL)
         wait_until(lambda: not alive(victim), 5, what="the victim to die")
         wait_until(lambda: len([p for p in children(server.proc.pid)
-                                if "redis-server" not in cmdline(p) and alive(p)]) >= 2,
+                                if STORE_PROCESS not in cmdline(p) and alive(p)]) >= 2,
                    30, 0.1, "a replacement server process")
         for task_id in ids:
             resp = wait_until(lambda t=task_id: (r := api.get(f"{V1}/tasks/{t}")).status_code
@@ -167,16 +172,16 @@ def test_a_crashed_server_process_is_replaced_and_nothing_is_lost(embedded):
             assert resp.json()["status"] == "PENDING"
 
 
-def test_a_crashed_embedded_store_is_restarted_from_its_append_only_file(embedded):
+def test_a_crashed_embedded_store_is_restarted_and_keeps_every_task(embedded):
     server, _ = embedded
     with httpx.Client(base_url=server.base, timeout=10) as api:
         ids = [api.post(f"{V1}/tasks", json={"command": "x.store"}).json()["id"]
                for _ in range(20)]
-        store_pid = next(p for p in children(server.proc.pid) if "redis-server" in cmdline(p))
+        store_pid = next(p for p in children(server.proc.pid) if STORE_PROCESS in cmdline(p))
         os.kill(store_pid, signal.SIGKILL)
         wait_until(lambda: api.get("/readyz").status_code == 503, 10, 0.01, "503 while down")
         wait_until(lambda: api.get("/readyz").status_code == 200, 30, 0.1, "the store back")
-        assert any("redis-server" in cmdline(p) for p in children(server.proc.pid))
+        assert any(STORE_PROCESS in cmdline(p) for p in children(server.proc.pid))
         for task_id in ids:
             assert api.get(f"{V1}/tasks/{task_id}").json()["status"] == "PENDING"
 
@@ -186,7 +191,7 @@ def test_shutdown_stops_the_store_and_a_restart_keeps_the_tasks():
     server = CodeqServer("--data-dir", data_dir, "--log-level", "warning").start()
     with httpx.Client(base_url=server.base, timeout=10) as api:
         task_id = api.post(f"{V1}/tasks", json={"command": "x.keep"}).json()["id"]
-    store_pids = [p for p in children(server.proc.pid) if "redis-server" in cmdline(p)]
+    store_pids = [p for p in children(server.proc.pid) if STORE_PROCESS in cmdline(p)]
     assert len(store_pids) == 1
     assert server.stop() == 0
     wait_until(lambda: not alive(store_pids[0]), 10, what="the store to stop")
@@ -199,8 +204,8 @@ def test_shutdown_stops_the_store_and_a_restart_keeps_the_tasks():
         again.stop()
 
 
-def test_shutdown_ends_long_polls_at_once(redis_server):
-    server = CodeqServer("--store-url", redis_server.url, "--log-level", "warning").start()
+def test_shutdown_ends_long_polls_at_once(store_server):
+    server = CodeqServer("--store-url", store_server.url, "--log-level", "warning").start()
     results = {}
 
     def poll():
@@ -226,14 +231,12 @@ def test_a_killed_serve_leaves_nothing_running_and_frees_its_data_dir():
     server = CodeqServer("--data-dir", data_dir, "--workers", "2", "--log-level", "warning")
     server.start()
     try:
-        second = subprocess.run(
-            [sys.executable, "-m", "codeq.cli", "serve", "--port", "0", "--data-dir", data_dir],
-            cwd=ROOT, capture_output=True, text=True, timeout=60)
+        second = codeq_cli("serve", "--port", "0", "--data-dir", data_dir)
         assert second.returncode == 1
         assert "already running" in second.stderr
 
         kids = children(server.proc.pid)
-        assert sum("redis-server" in cmdline(p) for p in kids) == 1
+        assert sum(STORE_PROCESS in cmdline(p) for p in kids) == 1
         assert sum("spawn_main" in cmdline(p) for p in kids) == 2
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait()

@@ -1,4 +1,5 @@
-"""The store crashes (SIGKILL) and comes back from its append-only file."""
+"""The store crashes (SIGKILL) and comes back from its append-only file (Redis) or
+write-ahead log (KVRocks)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import httpx
 import pytest
 
 from tests.conftest import SERVE_ARGS
-from tests.support import CodeqServer, RedisServer, wait_until
+from tests.support import CodeqServer, StoreServer, wait_until
 
 V1 = "/v1/codeq"
 CMD = "restart.job"
@@ -14,12 +15,12 @@ CMD = "restart.job"
 
 @pytest.fixture
 def crashable():
-    redis_server = RedisServer(appendonly=True).start()
-    server = CodeqServer("--store-url", redis_server.url, *SERVE_ARGS).start()
+    store = StoreServer(appendonly=True).start()
+    server = CodeqServer("--store-url", store.url, *SERVE_ARGS).start()
     with httpx.Client(base_url=server.base, timeout=10) as api:
-        yield redis_server, api
+        yield store, api
     server.stop()
-    redis_server.cleanup()
+    store.cleanup()
 
 
 def create(api):
@@ -27,7 +28,7 @@ def create(api):
 
 
 def test_store_killed_and_restarted_loses_nothing(crashable):
-    redis_server, api = crashable
+    store, api = crashable
     pending = {create(api).json()["id"] for _ in range(50)}
     leases = {}
     for _ in range(10):
@@ -36,7 +37,7 @@ def test_store_killed_and_restarted_loses_nothing(crashable):
         leases[task["id"]] = task["leaseId"]
     pending -= set(leases)
 
-    redis_server.kill()
+    store.kill()
     down = wait_until(lambda: (r := create(api)).status_code == 503 and r, 10,
                       what="503 while the store is down")
     assert down.json()["code"] == "STORE_UNAVAILABLE"
@@ -44,7 +45,7 @@ def test_store_killed_and_restarted_loses_nothing(crashable):
     assert api.get("/readyz").status_code == 503
     assert api.get(f"{V1}/tasks/{next(iter(pending))}").status_code == 503
 
-    redis_server.start()  # same port, same data dir: replays the AOF
+    store.start()  # same port, same data dir: replays the AOF or the WAL
     wait_until(lambda: api.get("/readyz").status_code == 200, 15, what="recovery")
     after = create(api)
     assert after.status_code == 202
