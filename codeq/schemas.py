@@ -7,12 +7,13 @@ msgpack records straight into ``Task`` / ``ResultRecord``.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta, Raw, Struct, field
 
+from codeq.errors import BadRequest
 from codeq.keys import NAME_PATTERN
 
 # Bounds on client-supplied numbers and strings: generous for real use, small
@@ -39,7 +40,7 @@ class Body(Struct, kw_only=True, omit_defaults=True):
 
 class CreateTask(Body):
     command: CommandName
-    payload: Raw = field(default_factory=lambda: Raw(b"null"))
+    payload: Raw
     priority: int = 0
     maxAttempts: Annotated[int, Meta(ge=1, le=MAX_ATTEMPTS_LIMIT)] | None = None
     webhook: Annotated[str, Meta(pattern=r"^https?://\S+$", max_length=2048)] | None = None
@@ -48,8 +49,15 @@ class CreateTask(Body):
     delaySeconds: Seconds | None = None
 
     def __post_init__(self) -> None:
-        if self.runAt is not None and self.delaySeconds is not None:
-            raise ValueError("give runAt or delaySeconds, not both")
+        # BadRequest (not ValueError) passes through msgspec with its field named.
+        if bytes(self.payload) == b"null":
+            raise BadRequest("payload must not be null", field="payload")
+        if self.runAt is not None:
+            if self.delaySeconds is not None:
+                raise ValueError("give runAt or delaySeconds, not both")
+            if self.runAt > datetime.now(UTC) + timedelta(seconds=MAX_DELAY_SECONDS):
+                raise BadRequest(f"runAt must be at most {MAX_DELAY_SECONDS // 86400} days "
+                                 "ahead", field="runAt")
 
 
 class ClaimRequest(Body):

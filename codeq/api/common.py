@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-_FIELD = re.compile(r"at `\$\.(\w+)")
+_FIELD = re.compile(r"(?:at `\$\.|required field `)(\w+)")
 _WORKER_ID = re.compile(r"^[\x21-\x7e]{1,256}$")
 
 
@@ -58,6 +58,9 @@ async def read_body(req: falcon.asgi.Request, ctx: Context, kind: type[T], *,
     if media != "application/json":
         raise UnsupportedMediaType(
             f"request body must be application/json, got {media or 'no content type'}")
+    # PERF: isascii() is a word-at-a-time scan; most bodies never decode.
+    if not data.isascii():
+        check_utf8(data)
     try:
         return request_decoders[kind].decode(data)
     except msgspec.ValidationError as exc:
@@ -68,6 +71,45 @@ async def read_body(req: falcon.asgi.Request, ctx: Context, kind: type[T], *,
         raise BadRequest(f"malformed JSON: {exc}") from None
     except RecursionError:
         raise BadRequest("malformed JSON: nested too deeply") from None
+
+
+def check_utf8(data: bytes) -> None:
+    """Refuse a body that is not valid UTF-8, naming the field that holds the bad bytes.
+
+    msgspec keeps raw JSON values (payload, result, artifacts) as bytes
+    unchecked, and they would be stored; nothing unreadable may get that far.
+    """
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        path = _bad_utf8_path(data)
+        detail = {"field": path} if path else {}
+        where = f" (in {path})" if path else ""
+        raise BadRequest(f"request body is not valid UTF-8{where}", **detail) from None
+
+
+_containers = msgspec.json.Decoder(dict[str, msgspec.Raw] | list[msgspec.Raw])
+
+
+def _bad_utf8_path(data: bytes) -> str | None:
+    """Return the path (``payload``, ``tasks[2].result.x``) of the first value
+    holding invalid UTF-8 in a JSON object or array; None when it is in a key."""
+    try:
+        container = _containers.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    pairs = container.items() if isinstance(container, dict) else enumerate(container)
+    for key, raw in pairs:
+        value = bytes(raw)
+        try:
+            value.decode()
+        except UnicodeDecodeError:
+            name = f"[{key}]" if isinstance(key, int) else key
+            inner = _bad_utf8_path(value) if value[:1] in (b"{", b"[") else None
+            if inner is None:
+                return name
+            return f"{name}{inner}" if inner.startswith("[") else f"{name}.{inner}"
+    return None
 
 
 def task_id(raw: str) -> str:

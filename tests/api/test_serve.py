@@ -128,7 +128,7 @@ def test_long_polls_are_woken_across_processes(embedded):
     time.sleep(0.5)  # let every poll reach its wait
     for _ in range(6):
         # A fresh connection each time: the kernel spreads them over both processes.
-        resp = httpx.post(server.base + f"{V1}/tasks", json={"command": "x.proc"})
+        resp = httpx.post(server.base + f"{V1}/tasks", json={"command": "x.proc", "payload": {}})
         assert resp.status_code == 202
     for t in threads:
         t.join(30)
@@ -140,7 +140,7 @@ def test_due_tasks_and_expired_leases_handled_within_a_second_by_default(embedde
     server, data_dir = embedded
     q = QueueKeys("default", "x.tick")
     with httpx.Client(base_url=server.base, timeout=10) as api, store_of(data_dir) as store:
-        task = api.post(f"{V1}/tasks", json={"command": "x.tick", "delaySeconds": 0.5}).json()
+        task = api.post(f"{V1}/tasks", json={"command": "x.tick", "payload": {}, "delaySeconds": 0.5}).json()
         due = datetime.fromisoformat(task["visibleAt"]).timestamp()
         wait_until(lambda: store.lrange(q.ready_tier(0), 0, -1) == [task["id"].encode()],
                    5, 0.01, "promotion without a claim")
@@ -157,7 +157,7 @@ def test_due_tasks_and_expired_leases_handled_within_a_second_by_default(embedde
 def test_a_crashed_server_process_is_replaced_and_nothing_is_lost(embedded):
     server, _ = embedded
     with httpx.Client(base_url=server.base, timeout=10) as api:
-        ids = [api.post(f"{V1}/tasks", json={"command": "x.crash"}).json()["id"]
+        ids = [api.post(f"{V1}/tasks", json={"command": "x.crash", "payload": {}}).json()["id"]
                for _ in range(20)]
         workers = [p for p in children(server.proc.pid) if STORE_PROCESS not in cmdline(p)]
         victim = workers[0]
@@ -175,7 +175,7 @@ def test_a_crashed_server_process_is_replaced_and_nothing_is_lost(embedded):
 def test_a_crashed_embedded_store_is_restarted_and_keeps_every_task(embedded):
     server, _ = embedded
     with httpx.Client(base_url=server.base, timeout=10) as api:
-        ids = [api.post(f"{V1}/tasks", json={"command": "x.store"}).json()["id"]
+        ids = [api.post(f"{V1}/tasks", json={"command": "x.store", "payload": {}}).json()["id"]
                for _ in range(20)]
         store_pid = next(p for p in children(server.proc.pid) if STORE_PROCESS in cmdline(p))
         os.kill(store_pid, signal.SIGKILL)
@@ -190,7 +190,7 @@ def test_shutdown_stops_the_store_and_a_restart_keeps_the_tasks():
     data_dir = tempfile.mkdtemp(prefix="codeq-data-")
     server = CodeqServer("--data-dir", data_dir, "--log-level", "warning").start()
     with httpx.Client(base_url=server.base, timeout=10) as api:
-        task_id = api.post(f"{V1}/tasks", json={"command": "x.keep"}).json()["id"]
+        task_id = api.post(f"{V1}/tasks", json={"command": "x.keep", "payload": {}}).json()["id"]
     store_pids = [p for p in children(server.proc.pid) if STORE_PROCESS in cmdline(p)]
     assert len(store_pids) == 1
     assert server.stop() == 0
