@@ -129,6 +129,16 @@ def parse_url(str url):
     return settings
 
 
+cdef inline bint _is_message(object reply):
+    return (type(reply) is list and len(reply) >= 3
+            and (reply[0] == b"message" or reply[0] == b"pmessage"))
+
+
+def _consume(fut):
+    if not fut.cancelled():
+        fut.exception()  # a failed PING is handled by the watchdog, not here
+
+
 class Script:
     """A Lua script known by its SHA1, loaded once and called by EVALSHA."""
 
@@ -157,6 +167,7 @@ cdef class _Protocol:
     cdef object lost
     cdef object flush_cb
     cdef double busy_since
+    cdef double last_seen
 
     def __cinit__(self, loop, on_push=None):
         self.loop = loop
@@ -168,6 +179,7 @@ cdef class _Protocol:
         self.lost = loop.create_future()
         self.flush_cb = self._flush
         self.busy_since = 0.0
+        self.last_seen = time.monotonic()
 
     # asyncio protocol interface
     def connection_made(self, transport):
@@ -180,8 +192,9 @@ cdef class _Protocol:
             if reply is False:
                 break
             self._deliver(reply)
+        self.last_seen = time.monotonic()
         if self.waiters:
-            self.busy_since = time.monotonic()
+            self.busy_since = self.last_seen
 
     def eof_received(self):
         return False
@@ -201,7 +214,9 @@ cdef class _Protocol:
         pass
 
     cdef inline void _deliver(self, object reply) except *:
-        if self.on_push is not None and not self.waiters:
+        # On a subscribed connection, messages interleave with the replies to
+        # its commands (PING): tell them apart by their kind.
+        if self.on_push is not None and _is_message(reply):
             self.on_push(reply)
             return
         if not self.waiters:
@@ -245,6 +260,9 @@ cdef class _Protocol:
 
     cdef bint stalled(self, double now, double timeout):
         return bool(self.waiters) and now - self.busy_since > timeout
+
+    cdef bint idle(self, double now, double interval):
+        return not self.waiters and now - self.last_seen > interval
 
     def close(self):
         if self.transport is not None:
@@ -410,12 +428,22 @@ cdef class Client:
             self.last_error = StoreUnavailable("connection to the store was lost")
 
     async def _watch(self, _Protocol proto):
-        """Return when the connection is lost; abort it if a reply stalls."""
+        """Return when the connection is lost; abort it if a reply stalls.
+
+        A connection idle for the timeout gets a PING, so one that died
+        silently (a NAT or firewall dropping the flow without a reset) is
+        found and reopened even when nothing else would use it, like the
+        pub/sub connection between messages.
+        """
         cdef double timeout = self.command_timeout
+        cdef double now
         while not proto.lost.done():
             try:
                 await asyncio.wait_for(asyncio.shield(proto.lost), timeout / 4)
             except asyncio.TimeoutError:
-                if proto.stalled(time.monotonic(), timeout):
+                now = time.monotonic()
+                if proto.stalled(now, timeout):
                     self.last_error = StoreUnavailable("store did not answer in time")
                     proto.close()
+                elif proto.idle(now, timeout):
+                    proto.send((b"PING",)).add_done_callback(_consume)

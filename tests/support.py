@@ -13,9 +13,11 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -252,3 +254,89 @@ def refusing_writes(client: redis.Redis) -> Iterator[str]:
             yield "READONLY"
         finally:
             client.execute_command("SLAVEOF", "NO", "ONE")
+
+
+class StallingProxy:
+    """A TCP proxy to the store that can stop forwarding without closing.
+
+    It plays a NAT or firewall that drops a flow silently: the connections it
+    stalls stay open on both ends and carry nothing more. ``stall(marker)``
+    stalls every open connection whose client has sent ``marker`` (e.g. the
+    CLIENT SETNAME of codeQ's pub/sub connection); ``refuse_new`` makes new
+    connections close at once, as an unreachable store would.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.refuse_new = False
+        self._lock = threading.Lock()
+        self._conns: list[_ProxiedConnection] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            if self.refuse_new:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                self._conns.append(_ProxiedConnection(client, upstream))
+
+    def matching(self, marker: bytes) -> list[_ProxiedConnection]:
+        with self._lock:
+            return [c for c in self._conns if marker in c.sent and not c.closed]
+
+    def stall(self, marker: bytes) -> list[_ProxiedConnection]:
+        """Stall the open connections whose client sent ``marker``; return them."""
+        found = self.matching(marker)
+        for conn in found:
+            conn.stalled.set()
+        return found
+
+    def close(self) -> None:
+        self.listener.close()
+        with self._lock:
+            for conn in self._conns:
+                conn.close()
+
+
+class _ProxiedConnection:
+    """One client connection and its upstream, pumped by two threads."""
+
+    def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
+        self.client, self.upstream = client, upstream
+        self.sent = b""  # the first bytes the client sent, to recognise it by
+        self.stalled = threading.Event()
+        self.closed = False
+        for src, dst in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                if src is self.client and len(self.sent) < 4096:
+                    self.sent += data
+                if self.stalled.is_set():
+                    continue  # swallowed: the other end never hears of it
+                dst.sendall(data)
+        except OSError:
+            pass
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        for sock in (self.client, self.upstream):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()

@@ -23,15 +23,19 @@ log = logging.getLogger("codeq.notify")
 class Notifier:
     """Fan store notifications out to the coroutines waiting in this process."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
         self._ready: dict[tuple[str, str], deque[asyncio.Future[None]]] = {}
         self._results: dict[tuple[str, str], set[asyncio.Future[None]]] = {}
+        # Pinged when idle for ``timeout`` and reopened when the PING goes
+        # unanswered as long: a subscription that died silently would leave
+        # every long poll to wait out its time.
         self.client = Client(
             url,
             name="codeq-events",
             channel=EVENTS_CHANNEL,
             on_push=self._on_push,
             on_connect=self.wake_all,
+            command_timeout=timeout,
         )
 
     def start(self) -> None:
@@ -43,6 +47,11 @@ class Notifier:
 
     async def wait_subscribed(self, timeout: float) -> bool:
         return await self.client.wait_connected(timeout)
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether wake-ups can arrive now (the subscriber connection is up)."""
+        return self.client.is_connected
 
     # -- registration ---------------------------------------------------------
 

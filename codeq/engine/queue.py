@@ -54,14 +54,13 @@ def _queue_keys(tenant: str, command: str) -> QueueKeys:
 
 
 async def _wait(waiter: asyncio.Future[None], timeout: float,
-                gone: asyncio.Future[None] | None) -> bool:
-    """Wait for ``waiter``; False on timeout or when ``gone`` completes first.
+                gone: asyncio.Future[None] | None) -> None:
+    """Wait for ``waiter``, at most ``timeout`` s, or until ``gone`` completes.
 
     Neither future is cancelled here: the caller still reads ``waiter``.
     """
     watched = (waiter,) if gone is None else (waiter, gone)
     await asyncio.wait(watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    return waiter.done() and (gone is None or not gone.done())
 
 
 def _discard(fut: asyncio.Future) -> None:
@@ -230,8 +229,13 @@ class Engine:
                     return task_decoder.decode(reply[1]), result_decoder.decode(reply[2])
                 if reply[0] != 6:
                     raise script_error(reply[0])
-                if waiter is None or not await _wait(waiter, remaining, gone):
+                if waiter is None:
                     raise ResultNotFound()
+                await _wait(waiter, remaining, gone)
+                if gone is not None and gone.done():
+                    raise ResultNotFound()
+                # Woken, or out of time: read again (the last read does not
+                # wait), so a lost wake-up never hides a result that is there.
             finally:
                 if waiter is not None:
                     self.notifier.drop_result_waiter(tenant, task_id, waiter)
@@ -265,11 +269,15 @@ class Engine:
                                                _ms(remaining) + 1000 if waiter else 0)
                 if tasks or waiter is None:
                     return tasks
-                if not await _wait(waiter, remaining, gone):
+                await _wait(waiter, remaining, gone)
+                if gone is not None and gone.done():
                     if waiter.done() and not waiter.cancelled():
                         # Woken as the caller left: hand the wake-up on.
                         self.notifier.wake_ready(tenant, commands)
                     return []
+                # Woken, or out of time: look again. Out of time, the next
+                # round is a last claim without waiting, so a lost wake-up
+                # costs latency, never a wrong "nothing to do".
             finally:
                 if waiter is not None:
                     self.notifier.drop_ready_waiter(tenant, commands, waiter)
@@ -425,7 +433,9 @@ class Engine:
         await self.store.close()
 
     async def ping(self) -> bool:
-        """Return whether the store answers right now."""
+        """Return whether the store answers right now and wake-ups can arrive."""
+        if not self.notifier.subscribed:
+            return False
         try:
             return await asyncio.wait_for(self.store.execute((b"PING",)), 2.0) == b"PONG"
         except (StoreUnavailable, ReplyError, TimeoutError):

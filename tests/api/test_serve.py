@@ -140,7 +140,8 @@ def test_due_tasks_and_expired_leases_handled_within_a_second_by_default(embedde
     server, data_dir = embedded
     q = QueueKeys("default", "x.tick")
     with httpx.Client(base_url=server.base, timeout=10) as api, store_of(data_dir) as store:
-        task = api.post(f"{V1}/tasks", json={"command": "x.tick", "payload": {}, "delaySeconds": 0.5}).json()
+        task = api.post(f"{V1}/tasks", json={"command": "x.tick", "payload": {},
+                                             "delaySeconds": 0.5}).json()
         due = datetime.fromisoformat(task["visibleAt"]).timestamp()
         wait_until(lambda: store.lrange(q.ready_tier(0), 0, -1) == [task["id"].encode()],
                    5, 0.01, "promotion without a claim")

@@ -130,3 +130,14 @@ async def test_commands_while_disconnected_fail_fast():
     with pytest.raises(StoreUnavailable):
         await c.call(b"PING")
     await c.close()
+
+
+async def test_a_subscriber_tells_messages_from_replies(store_url, store):
+    pushed = []
+    sub = Client(store_url, name="codeq-sub", channel=b"ch", on_push=pushed.append)
+    assert await sub.wait_connected(5)
+    ping = sub.execute((b"PING",))  # queued; written once this coroutine yields
+    store.publish("ch", "hello")  # so the message reaches the socket before the pong
+    assert await ping in (b"PONG", [b"pong", b""])  # KVRocks, Redis
+    assert pushed == [[b"message", b"ch", b"hello"]]
+    await sub.close()
