@@ -43,7 +43,9 @@ class Settings:
     tick_interval: float = _opt(0.25, "seconds between promotions of due delayed tasks and "
                                 "requeues of expired leases")
     retention_seconds: float = _opt(86400.0, "how long finished tasks and results are kept")
-    cleanup_interval: float = _opt(60.0, "seconds between retention cleanups")
+    sweep_interval: float = _opt(3600.0, "seconds between sweeps that mark every queue due "
+                                 "for upkeep (a safety net; upkeep goes by each queue's due "
+                                 "time)")
     max_body_bytes: int = _opt(1 << 20, "largest request body accepted")
     max_header_bytes: int = _opt(16384, "largest request line and headers accepted (431 "
                                  "beyond)")
@@ -104,7 +106,7 @@ def validate(s: Settings) -> list[str]:
     if s.backoff_policy not in BACKOFF_POLICIES:
         problems.append(f"backoff_policy must be one of {', '.join(BACKOFF_POLICIES)}")
     for name in ("default_lease_seconds", "backoff_max_seconds", "tick_interval",
-                 "retention_seconds", "cleanup_interval", "header_timeout", "body_timeout",
+                 "retention_seconds", "sweep_interval", "header_timeout", "body_timeout",
                  "keepalive_timeout", "shutdown_timeout", "store_timeout"):
         if getattr(s, name) <= 0:
             problems.append(f"{name} must be positive")

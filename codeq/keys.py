@@ -13,7 +13,9 @@ Layout (cluster-safe: one script only ever touches keys of one hash tag):
     codeq:{<tenant>:<command>}:waiting        string, set while a claim long-polls
     codeq:{<tenant>:<command>}:rwaiters       set of ids whose result is long-polled
     codeq:{<tenant>/<id>}:command             string: which command a task id belongs to
-    codeq:{<tenant>}:commands                 set of commands ever used by the tenant
+    codeq:{<tenant>}:commands                 set of the tenant's commands that hold tasks
+    codeq:{<tenant>}:due                      zset command -> when its queue next needs upkeep (ms)
+    codeq:{<tenant>}:upkeep                   zset command -> lease of its running upkeep (ms)
     codeq:tenants                             set of tenants
 
 Commands are limited to ``[A-Za-z0-9._:-]`` (``NAME_PATTERN``) and tenants to
@@ -79,5 +81,21 @@ def task_command(tenant: str, task_id: str) -> bytes:
 
 
 def tenant_commands(tenant: str) -> bytes:
-    """Return the set of commands a tenant has used."""
+    """Return the set of the tenant's commands whose queues hold tasks."""
     return f"codeq:{{{tenant}}}:commands".encode()
+
+
+def tenant_due(tenant: str) -> bytes:
+    """Return the tenant's due index: command -> when its queue next needs upkeep.
+
+    A lower bound: every change that brings a queue's next due time closer
+    (a delayed create, a claim, a shorter heartbeat, a delayed nack) lowers
+    its entry after the change; the upkeep puts the queue back with its
+    exact next time.
+    """
+    return f"codeq:{{{tenant}}}:due".encode()
+
+
+def tenant_upkeep(tenant: str) -> bytes:
+    """Return the leases of the tenant's running queue upkeeps."""
+    return f"codeq:{{{tenant}}}:upkeep".encode()

@@ -1,10 +1,12 @@
 """The queue engine: task semantics as one Lua script per transition.
 
 Speaks in tenants, commands and tasks; knows nothing of HTTP. Every state
-change of one task is one EVALSHA on that task's queue. The only operations
-spanning two hash slots are create (id -> command key first, then the task)
-and cleanup (the task first, then its id -> command key); either order leaves
-at worst a dangling id -> command key, which reads as an unknown task.
+change of one task is one EVALSHA on that task's queue. Operations spanning
+two hash slots are ordered steps whose interruption loses nothing: create
+writes the id -> command key first, then the task; retention removes the
+task first, then its id -> command key (either leaves at worst a dangling id
+key, which reads as an unknown task); changes that bring a queue's upkeep
+closer write the due index after the change (see upkeep.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from codeq._core import Client, ReplyError
 from codeq.config import Settings, redact
 from codeq.engine import scripts
 from codeq.engine.notify import Notifier
+from codeq.engine.upkeep import Report, Upkeep
 from codeq.errors import (
     ResultNotFound,
     StoreUnavailable,
@@ -38,8 +41,9 @@ log = logging.getLogger("codeq.engine")
 # id -> command lookups cached per process; ids never change command, so
 # entries never go stale (a removed task simply reads as not found).
 COMMAND_CACHE_SIZE = 100_000
-TICK_LIMIT = 1000
-CLEANUP_LIMIT = 1000
+# How long a process trusts that it registered a queue. Below the retention,
+# so a queue this process created a task in is never empty before it looks
+# again (see Upkeep._forget).
 REGISTRY_REFRESH = 60.0
 
 
@@ -61,6 +65,10 @@ async def _wait(waiter: asyncio.Future[None], timeout: float,
     """
     watched = (waiter,) if gone is None else (waiter, gone)
     await asyncio.wait(watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+
+
+def _ms_of(when: datetime) -> int:
+    return round(when.timestamp() * 1000)
 
 
 def _discard(fut: asyncio.Future) -> None:
@@ -92,6 +100,9 @@ class Engine:
             _ms(settings.backoff_base_seconds),
             _ms(settings.backoff_max_seconds),
         )
+        self._retention_ms = _ms(settings.retention_seconds)
+        self._registry_refresh = min(REGISTRY_REFRESH, settings.retention_seconds / 2)
+        self.upkeep = Upkeep(self)
 
     # -- plumbing -------------------------------------------------------------
 
@@ -103,7 +114,7 @@ class Engine:
         """Run one script; a store error becomes StoreUnavailable."""
         return await self._settle(self.store.evalsha(self._s[name], keys_, args), name)
 
-    async def _cmd(self, *args: bytes | str) -> Any:
+    async def _cmd(self, *args: bytes | str | int) -> Any:
         """Run one plain command; a store error becomes StoreUnavailable."""
         return await self._settle(self.store.execute(args), args[0])
 
@@ -151,7 +162,20 @@ class Engine:
             self.store.execute(cmd).add_done_callback(check)
         self._registered.add(key)
         # Forget it now and then, so a registry lost with the store heals.
-        asyncio.get_running_loop().call_later(REGISTRY_REFRESH, self._registered.discard, key)
+        asyncio.get_running_loop().call_later(self._registry_refresh,
+                                              self._registered.discard, key)
+
+    def hint(self, tenant: str, command: str, at_ms: int) -> None:
+        """Bring the queue's entry in the due index down to ``at_ms``.
+
+        Sent after the change it follows, never awaited: a lost hint is
+        restored by the sweep (see upkeep.py).
+        """
+        try:
+            pending = self.store.execute((b"ZADD", keys.tenant_due(tenant), b"LT", at_ms, command))
+        except StoreUnavailable:
+            return
+        pending.add_done_callback(_discard)
 
     # -- producer side ----------------------------------------------------------
 
@@ -201,6 +225,8 @@ class Engine:
             # The key matched an earlier task: the id reserved above is unused.
             await self._cmd(b"DEL", keys.task_command(tenant, task_id))
         self._remember(tenant, task.id, command)
+        if created and task.visibleAt is not None and task.visibleAt > task.createdAt:
+            self.hint(tenant, command, _ms_of(task.visibleAt))
         return task, created
 
     async def get(self, tenant: str, task_id: str) -> Task:
@@ -308,9 +334,18 @@ class Engine:
                 task = task_decoder.decode(raw)
                 self._remember(tenant, task.id, command)
                 tasks.append(task)
+            if len(reply) > 1:
+                self._hint_lease(tenant, command, tasks[-1])
             if len(tasks) >= count:
                 break
         return tasks
+
+    def _hint_lease(self, tenant: str, command: str, task: Task) -> None:
+        # The lease may run out, and before that the task may finish, to be
+        # removed a retention later: the queue needs upkeep by either time.
+        assert task.leaseUntil is not None
+        self.hint(tenant, command, min(_ms_of(task.leaseUntil),
+                                       _ms_of(task.updatedAt) + self._retention_ms))
 
     async def _lease_op(self, name: str, keys_: tuple[bytes, ...],
                         args: tuple[object, ...]) -> Any:
@@ -327,6 +362,7 @@ class Engine:
         extend = _ms(extend_seconds or self.settings.default_lease_seconds)
         reply = await self._lease_op("heartbeat", (q.tasks, q.inflight),
                                      (task_id, worker, lease_id or "", extend))
+        self.hint(tenant, q.command, reply[1])  # a shorter lease than before
         return reply[1] / 1000
 
     async def abandon(self, tenant: str, task_id: str, worker: str, lease_id: str | None) -> None:
@@ -349,7 +385,11 @@ class Engine:
              reason or "", *self._backoff, random.random(), keys.EVENTS_CHANNEL, tenant),
         )
         outcome = reply[1].decode()
-        return outcome, (reply[2] / 1000 if outcome == "requeued" else None)
+        if outcome == "dlq":
+            return outcome, None
+        if reply[2] > 0:
+            self.hint(tenant, q.command, reply[3])
+        return outcome, reply[2] / 1000
 
     async def submit_result(self, tenant: str, task_id: str, worker: str, lease_id: str | None,
                             status: str, result: bytes = b"", error: str | None = None,
@@ -364,44 +404,13 @@ class Engine:
 
     # -- upkeep -------------------------------------------------------------------
 
-    async def queues(self) -> list[QueueKeys]:
-        """Return every queue any process has created a task in."""
-        out = []
-        for raw_tenant in await self._cmd(b"SMEMBERS", keys.TENANTS):
-            tenant = raw_tenant.decode()
-            for raw in await self._cmd(b"SMEMBERS", keys.tenant_commands(tenant)):
-                out.append(self.queue(tenant, raw.decode()))
-        return out
+    async def tick(self) -> Report:
+        """Upkeep every queue whose time has come (see upkeep.py)."""
+        return await self.upkeep.tick()
 
-    async def tick(self) -> tuple[int, int, int]:
-        """Promote due delayed tasks and requeue expired leases, all queues."""
-        queues = await self.queues()
-        replies = await asyncio.gather(*(
-            self._run("tick", self._retry_keys(q),
-                      (TICK_LIMIT, *self._backoff, random.random(), keys.EVENTS_CHANNEL,
-                       q.tenant, q.command))
-            for q in queues
-        ))
-        promoted, requeued, dead = (sum(reply[i] for reply in replies) for i in range(3))
-        return promoted, requeued, dead
-
-    async def cleanup(self) -> int:
-        """Remove finished tasks past retention; return how many."""
-        removed = 0
-        retention = _ms(self.settings.retention_seconds)
-        for q in await self.queues():
-            while True:
-                ids = await self._run("cleanup",
-                                      (q.tasks, q.results, q.done, q.dlq, q.idem, q.rwaiters),
-                                      (retention, CLEANUP_LIMIT))
-                # One DEL a key: each id key has a hash slot of its own (a
-                # multi-key DEL is CROSSSLOT on a cluster); pipelined anyway.
-                await asyncio.gather(*(self._cmd(b"DEL", keys.task_command(q.tenant, i.decode()))
-                                       for i in ids))
-                removed += len(ids)
-                if len(ids) < CLEANUP_LIMIT:
-                    break
-        return removed
+    async def sweep(self) -> int:
+        """Mark every registered queue due for upkeep; return how many."""
+        return await self.upkeep.sweep()
 
     async def open(self, connect_timeout: float = 5.0, loops: bool = True) -> None:
         """Connect and start the loops.
@@ -445,8 +454,8 @@ class Engine:
         """Start the background loops of this process."""
         self._loops = [
             asyncio.create_task(self._every(self.settings.tick_interval, self.tick), name="tick"),
-            asyncio.create_task(self._every(self.settings.cleanup_interval, self.cleanup),
-                                name="cleanup"),
+            asyncio.create_task(self._every(self.settings.sweep_interval, self.sweep,
+                                            at_start=True), name="sweep"),
         ]
 
     async def stop(self) -> None:
@@ -455,14 +464,18 @@ class Engine:
         await asyncio.gather(*self._loops, return_exceptions=True)
         self._loops = []
 
-    async def _every(self, interval: float, job) -> None:
-        while True:
+    async def _every(self, interval: float, job, at_start: bool = False) -> None:
+        """Run ``job`` every ``interval`` s; while the store is down, retry each second."""
+        if not at_start:
             await asyncio.sleep(interval)
-            if not self.store.is_connected:
-                continue
+        while True:
             try:
-                await job()
+                if self.store.is_connected:
+                    await job()
+                    await asyncio.sleep(interval)
+                    continue
             except StoreUnavailable:
-                pass  # the store is down; the next round tries again
+                pass  # the store went away; try again soon
             except Exception:
                 log.exception("background %s failed", job.__name__)
+            await asyncio.sleep(min(interval, 1.0))

@@ -23,8 +23,9 @@ NUMKEYS = {
     "nack": 18,
     "result": 5,
     "result_wait": 3,
-    "tick": 18,
-    "cleanup": 6,
+    "tick": 19,
+    "upkeep_take": 2,
+    "upkeep_done": 2,
 }
 
 

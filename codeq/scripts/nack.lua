@@ -25,7 +25,8 @@
   ARGV[10] channel   events channel
   ARGV[11] tenant
 
-  Returns {0, 'requeued', delay ms}, {0, 'dlq'} or {code} (see lease.lua).
+  Returns {0, 'requeued', delay ms, visible at ms}, {0, 'dlq'} or {code} (see
+  lease.lua).
 ]]
 -- @include common
 -- @include lease
@@ -50,4 +51,4 @@ local outcome, applied = retry(k, task, delay, ARGV[5], 'MAX_ATTEMPTS', now, a)
 if outcome == 'dlq' then
   return {0, outcome}
 end
-return {0, outcome, applied}
+return {0, outcome, applied, now + applied}

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from codeq import keys
+from codeq.engine.upkeep import Report
 from codeq.errors import (
     LeaseExpired,
     NotInProgress,
@@ -31,6 +32,12 @@ async def claim_one(engine, commands=("job",), worker="w1", **kw):
     tasks = await engine.claim(TENANT, list(commands), worker, **kw)
     assert len(tasks) == 1, tasks
     return tasks[0]
+
+
+async def settled(engine):
+    """Wait until the store has run every command the engine sent so far
+    (hints are sent without waiting for them)."""
+    await engine.store.call(b"PING")
 
 
 async def test_create_stores_a_pending_task(engine):
@@ -115,8 +122,7 @@ async def test_tick_promotes_due_tasks_without_a_claim(engine, store):
     task = await create(engine, delay_seconds=0.1)
     q = engine.queue(TENANT, "job")
     await asyncio.sleep(0.15)
-    promoted, _, _ = await engine.tick()
-    assert promoted == 1
+    assert (await engine.tick()).promoted == 1
     assert store.lrange(q.ready_tier(0), 0, -1) == [task.id.encode()]
 
 
@@ -145,6 +151,7 @@ async def test_heartbeat_extends_the_lease(engine):
 async def test_lease_holder_checks(engine, store):
     await create(engine)
     task = await claim_one(engine)
+    await settled(engine)
     before = snapshot(store)
     with pytest.raises(NotOwner):
         await engine.heartbeat(TENANT, task.id, "w2", None)
@@ -270,28 +277,28 @@ async def test_expired_lease_redelivers_then_dead_letters(make_engine, store):
     task = await create(engine, max_attempts=2)
     first = await claim_one(engine, lease_seconds=1)
     await asyncio.sleep(1.05)
-    assert (await engine.tick())[1] == 1  # requeued
+    assert (await engine.tick()).requeued == 1
     second = await claim_one(engine, worker="w2", lease_seconds=1)
     assert second.id == task.id
     assert second.attempts == 2
     assert second.leaseId != first.leaseId
     await asyncio.sleep(1.05)
-    assert (await engine.tick())[2] == 1  # dead-lettered
+    assert (await engine.tick()).dead == 1
     stored, result = await engine.get_result(TENANT, task.id)
     assert stored.status == "FAILED"
     assert result.error == "LEASE_EXPIRED"
     assert store.zscore(engine.queue(TENANT, "job").dlq, task.id) is not None
 
 
-async def test_cleanup_removes_only_expired_finished_tasks(make_engine, store):
+async def test_upkeep_removes_only_finished_tasks_past_retention(make_engine, store):
     engine = await make_engine(retention_seconds=0.2)
     done = await create(engine, idempotency_key="k")
     claimed = await claim_one(engine)
     await engine.submit_result(TENANT, done.id, "w1", claimed.leaseId, "COMPLETED")
     pending = await create(engine)
-    assert await engine.cleanup() == 0  # not expired yet
+    assert (await engine.tick()).removed == 0  # not expired yet
     await asyncio.sleep(0.25)
-    assert await engine.cleanup() == 1
+    assert (await engine.tick()).removed == 1
     with pytest.raises(TaskNotFound):
         await engine.get(TENANT, done.id)
     assert (await engine.get(TENANT, pending.id)).status == "PENDING"
@@ -392,7 +399,7 @@ async def test_idle_upkeep_writes_nothing(engine, store):
     await engine.tick()
     before = journal_position(store), snapshot(store)
     for _ in range(5):
-        assert await engine.tick() == (0, 0, 0)
+        assert await engine.tick() == Report()
     assert (journal_position(store), snapshot(store)) == before
 
 
