@@ -13,7 +13,7 @@ import uvloop
 from codeq._core import Client
 from codeq.config import Settings
 from codeq.engine import Engine, Notifier
-from tests.support import RedisServer
+from tests.support import StoreServer
 
 O1_RATIO = 1.3
 
@@ -26,15 +26,15 @@ def loop():
 
 
 @pytest.fixture(scope="session")
-def redis_server():
-    server = RedisServer(appendonly=True).start()
+def store_server():
+    server = StoreServer(appendonly=True).start()
     yield server
     server.cleanup()
 
 
 @pytest.fixture(scope="session")
-def engine(loop, redis_server):
-    engine = Engine(Client(redis_server.url), Notifier(redis_server.url), Settings())
+def engine(loop, store_server):
+    engine = Engine(Client(store_server.url), Notifier(store_server.url), Settings())
     loop.run_until_complete(engine.open(loops=False))
     yield engine
     loop.run_until_complete(engine.close())

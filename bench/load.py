@@ -24,7 +24,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support import CodeqServer, RedisServer
+from tests.support import CodeqServer, StoreServer
 
 
 class Connection:
@@ -149,7 +149,7 @@ def main() -> int:
         if args.url:
             host, port = args.url.split("//", 1)[1].rstrip("/").split(":")
         else:
-            store = RedisServer(appendonly=True).start()
+            store = StoreServer(appendonly=True).start()
             started.append(store)
             server = CodeqServer("--store-url", store.url, "--workers", str(args.server_workers),
                                  "--log-level", "warning").start()
@@ -161,7 +161,7 @@ def main() -> int:
     finally:
         for proc in reversed(started):
             proc.stop()
-            if isinstance(proc, RedisServer):
+            if isinstance(proc, StoreServer):
                 proc.cleanup()
     if args.json:
         print(json.dumps(result))
