@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import signal
 import socket
 import threading
+import time
 
 from codeq.config import Settings, redact
 from codeq.embedded import EmbeddedStore
 
 log = logging.getLogger("codeq.server")
+
+# Seconds a server process gets past shutdown_timeout to finish its shutdown.
+_EXIT_GRACE = 3.0
 
 
 def setup_logging(level: str) -> None:
@@ -33,6 +38,7 @@ def _worker_main(settings: Settings, store_url: str, sock: socket.socket) -> Non
 
     from codeq.api import create_app
     from codeq.embedded import die_with_parent
+    from codeq.protocol import protocol_for
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: object) -> None:
@@ -47,16 +53,18 @@ def _worker_main(settings: Settings, store_url: str, sock: socket.socket) -> Non
     config = uvicorn.Config(
         create_app(engine, settings),
         loop="uvloop",
-        http="httptools",
+        http=protocol_for(settings),  # httptools, with bounds on header size and reads
         interface="asgi3",  # the app is a plain callable returning a coroutine
         lifespan="on",
         access_log=False,
         server_header=False,
         log_config=None,  # uvicorn's lines go through our logging format
         log_level=settings.log_level,
-        timeout_keep_alive=75,
-        # Long polls end at once on shutdown (drain); this bounds the rest.
-        timeout_graceful_shutdown=65,
+        # uvicorn takes whole seconds: a fraction is rounded up.
+        timeout_keep_alive=math.ceil(settings.keepalive_timeout),
+        # Long polls end at once on shutdown (drain); this bounds the rest,
+        # a slow client's upload included.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
     )
     # uvicorn re-raises the stop signal once it has shut down gracefully;
     # with these handlers in place that is a no-op, and the process exits 0.
@@ -132,11 +140,19 @@ def _supervise(settings: Settings, url: str, sock: socket.socket,
                 log.error("server process %s exited with %s; starting another",
                           proc.pid, proc.exitcode)
                 procs[i] = spawn(i)
+    # Our copy of the listening socket would keep it open after the server
+    # processes close theirs: the kernel would queue new connections that no
+    # one accepts, and reset them only when we exit.
+    sock.close()
     for proc in procs:
         proc.terminate()
+    # Each process drains for at most shutdown_timeout, then closes its
+    # store connections; one that overruns that is killed.
+    deadline = time.monotonic() + settings.shutdown_timeout + _EXIT_GRACE
     for proc in procs:
-        proc.join(70)
+        proc.join(max(0.0, deadline - time.monotonic()))
         if proc.is_alive():
+            log.error("server process %s still running after shutdown; killing it", proc.pid)
             proc.kill()
             proc.join()
     return 0
