@@ -29,7 +29,9 @@ def build_engine(settings: Settings, store_url: str):
     from codeq._core import Client
     from codeq.engine import Engine, Notifier
 
-    return Engine(Client(store_url, name="codeq"), Notifier(store_url), settings)
+    timeout = settings.store_timeout
+    return Engine(Client(store_url, name="codeq", command_timeout=timeout),
+                  Notifier(store_url, timeout), settings)
 
 
 def _worker_main(settings: Settings, store_url: str, sock: socket.socket) -> None:
@@ -130,7 +132,8 @@ def _supervise(settings: Settings, url: str, sock: socket.socket,
     procs = [spawn(i) for i in range(settings.workers)]
     while not stopping.wait(0.5):
         if store is not None and not store.alive():
-            log.error("embedded store exited; restarting it from its append-only file")
+            log.error("embedded %s exited; restarting it, it recovers from its %s", store.kind,
+                      store.journal)
             try:
                 store.start()
             except RuntimeError:
