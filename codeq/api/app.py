@@ -13,7 +13,13 @@ from codeq.api.common import Context, send
 from codeq.api.disconnect import Receiver
 from codeq.config import Settings
 from codeq.engine import Engine
-from codeq.errors import CodeqError, MethodNotAllowed, NotFound, StoreUnavailable
+from codeq.errors import (
+    CodeqError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    StoreUnavailable,
+)
 from codeq.schemas import json_encoder
 
 log = logging.getLogger("codeq.api")
@@ -37,6 +43,9 @@ async def _codeq_error(req: Any, resp: falcon.asgi.Response, exc: CodeqError, pa
     send(resp, exc.to_dict(), exc.status)
     if isinstance(exc, StoreUnavailable):
         resp.set_header("Retry-After", "1")
+    elif isinstance(exc, PayloadTooLarge):
+        # The body was left unread: close rather than read it to find the next request.
+        resp.set_header("Connection", "close")
 
 
 async def _unexpected(req: Any, resp: falcon.asgi.Response, exc: Exception, params: Any) -> None:

@@ -218,6 +218,15 @@ def test_a_trickled_body_gets_408_after_the_body_timeout(strict, command):
     assert 0.8 < elapsed < 3
 
 
+def test_a_declared_oversize_body_gets_413_and_the_connection_closes_unread(strict, command):
+    with connect(strict.port, timeout=5) as sock:
+        started = time.monotonic()
+        send(sock, head("POST", f"{V1}/tasks", length=50 * MIB) + b'{"command": ')
+        raw = read_until_closed(sock)
+        assert time.monotonic() - started < 0.8  # not left to the body timeout
+    assert error_of(raw) == (413, "PAYLOAD_TOO_LARGE")
+
+
 def test_a_stalled_body_gets_408_after_the_body_timeout(strict, command):
     body = json.dumps({"command": command, "payload": "x"}).encode()
     with connect(strict.port, timeout=5) as sock:
