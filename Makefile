@@ -15,7 +15,7 @@ PY        := $(VENV)/bin/python
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS      ?=
 
-.PHONY: run test lint wheel bench bench-ci load deps system-deps clean
+.PHONY: run test lint wheel bench bench-ci deps system-deps clean
 
 run: deps
 	$(VENV)/bin/codeq serve $(ARGS)
@@ -47,6 +47,16 @@ wheel: deps
 bench: deps
 	$(PY) -m pytest bench -q --benchmark-only --benchmark-columns=min,median,mean,ops,rounds $(ARGS)
 	$(PY) bench/load.py
+
+# The reduced run CI makes: the O(1) guard at depths 1,000 and 100,000, and a
+# short HTTP full cycle; the pytest-benchmark JSON is printed into the log.
+bench-ci: deps
+	@mkdir -p .benchmarks
+	$(PY) -m pytest bench -q --benchmark-only --benchmark-columns=min,median,ops,rounds \
+		-k "o1_guard or http" --depths 1000,100000 --rounds 2000 --http-seconds 5 \
+		--http-clients 32 --benchmark-json=.benchmarks/ci.json $(ARGS)
+	@echo "== pytest-benchmark JSON (.benchmarks/ci.json)"
+	@cat .benchmarks/ci.json
 
 deps: system-deps $(VENV)/.installed
 

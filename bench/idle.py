@@ -25,8 +25,8 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.load import Connection  # noqa: E402
-from tests.support import STORE_KIND, CodeqServer, StoreServer  # noqa: E402
+from bench.load import Connection
+from tests.support import STORE_KIND, CodeqServer, StoreServer
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 WORKER = "X-Worker-Id: idle-bench\r\n"

@@ -1,67 +1,111 @@
-"""Enqueue and claim at queue depths of 1,000, 100,000 and 1,000,000.
+"""Enqueue and claim at queue depths of 1,000, 100,000 and 1,000,000
+(``--depths`` and ``--rounds`` choose; ``make bench-ci`` runs a reduced set),
+and the O(1) guard: the deepest queue within 1.3x of the shallowest.
 
-One queue is filled step by step; each benchmark keeps the depth constant by
-undoing its operation in the (untimed) setup of every round.
+Each depth has a queue of its own, filled once; every benchmark keeps its
+queue's depth constant by undoing its operation, untimed, before each round.
 """
 
 from __future__ import annotations
 
 import asyncio
+import statistics
+import time
 
 import pytest
 
 TENANT = "default"
-COMMAND = "bench.depth"
-DEPTHS = [1_000, 100_000, 1_000_000]
-ROUNDS = 3000
 FILL_BATCH = 5000
 PAYLOAD = b'{"to": "ada@example.com", "template": "welcome", "n": 1}'
+O1_RATIO = 1.3
+OPS = ("enqueue", "claim")
 
 
-def depth_of(engine, loop) -> int:
-    q = engine.queue(TENANT, COMMAND)
+def depths_of(config) -> list[int]:
+    return sorted(int(d) for d in config.getoption("depths").split(","))
+
+
+def command_of(depth: int) -> str:
+    return f"bench.depth.{depth}"
+
+
+def depth_of(engine, loop, depth: int) -> int:
+    q = engine.queue(TENANT, command_of(depth))
     return loop.run_until_complete(engine.store.call(b"LLEN", q.ready_tier(0)))
 
 
-def fill_to(engine, loop, depth: int) -> None:
-    async def fill(n: int) -> None:
-        await asyncio.gather(*(engine.create(TENANT, COMMAND, PAYLOAD) for _ in range(n)))
-
-    missing = depth - depth_of(engine, loop)
-    while missing > 0:
-        loop.run_until_complete(fill(min(missing, FILL_BATCH)))
-        missing -= FILL_BATCH
-    assert depth_of(engine, loop) >= depth
-
-
 @pytest.fixture(scope="module")
-def filled(engine, loop):
+def filled(engine, loop, request):
+    """Fill one queue per depth."""
     loop.run_until_complete(engine.store.call(b"FLUSHALL"))
     # Every write still goes to the AOF, but no rewrite may fork mid-case: a
     # fork of a 500 MB store costs the two cores, and copy-on-write page
     # faults after it, which are not the operation being measured.
     loop.run_until_complete(
         engine.store.call(b"CONFIG", b"SET", b"auto-aof-rewrite-percentage", b"0"))
-    return lambda depth: fill_to(engine, loop, depth)
+
+    async def fill(command: str, n: int) -> None:
+        await asyncio.gather(*(engine.create(TENANT, command, PAYLOAD) for _ in range(n)))
+
+    for depth in depths_of(request.config):
+        for start in range(0, depth, FILL_BATCH):
+            loop.run_until_complete(fill(command_of(depth), min(FILL_BATCH, depth - start)))
+        assert depth_of(engine, loop, depth) == depth
 
 
-def _ops(engine, loop):
+def ops(engine, loop, depth: int):
+    """Each operation on the queue of ``depth``, with the one that undoes it."""
+    command = command_of(depth)
+
     def create():
-        loop.run_until_complete(engine.create(TENANT, COMMAND, PAYLOAD))
+        loop.run_until_complete(engine.create(TENANT, command, PAYLOAD))
 
     def claim():
-        assert len(loop.run_until_complete(engine.claim(TENANT, [COMMAND], "bench"))) == 1
+        assert len(loop.run_until_complete(engine.claim(TENANT, [command], "bench"))) == 1
 
-    # Each operation, with the one that undoes it run untimed before each round.
     return {"enqueue": (create, claim), "claim": (claim, create)}
 
 
-# Depth ascending: the one queue only ever grows between cases.
-@pytest.mark.parametrize(("depth", "op"), [(d, op) for d in DEPTHS for op in ("enqueue", "claim")])
-def test_depth(benchmark, engine, loop, filled, depth, op):
-    filled(depth)
-    timed, undo = _ops(engine, loop)[op]
+def pytest_generate_tests(metafunc):
+    if "depth" in metafunc.fixturenames:
+        metafunc.parametrize(("depth", "op"),
+                             [(d, op) for d in depths_of(metafunc.config) for op in OPS])
+
+
+def test_depth(benchmark, engine, loop, filled, depth, op, request):
+    timed, undo = ops(engine, loop, depth)[op]
     benchmark.group = op
     benchmark.extra_info.update(op=op, depth=depth)
-    benchmark.pedantic(timed, setup=undo, rounds=ROUNDS, warmup_rounds=50)
-    assert abs(depth_of(engine, loop) - depth) <= 1
+    benchmark.pedantic(timed, setup=undo, rounds=request.config.getoption("rounds"),
+                       warmup_rounds=50)
+    assert depth_of(engine, loop, depth) == depth
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_o1_guard(benchmark, engine, loop, filled, op, request):
+    """The median at the deepest queue within 1.3x of the median at the shallowest.
+
+    Rounds alternate between the two queues, so a burst of load from the
+    rest of a shared machine slows both alike instead of one case.
+    """
+    shallow, deep = depths_of(request.config)[0], depths_of(request.config)[-1]
+    cases = {d: ops(engine, loop, d)[op] for d in (shallow, deep)}
+    times: dict[int, list[float]] = {shallow: [], deep: []}
+
+    def rounds():
+        for n in range(request.config.getoption("rounds")):
+            for d in (shallow, deep) if n % 2 else (deep, shallow):
+                timed, undo = cases[d]
+                undo()
+                started = time.perf_counter()
+                timed()
+                times[d].append(time.perf_counter() - started)
+
+    benchmark.pedantic(rounds, rounds=1, iterations=1)
+    medians = {d: statistics.median(t) for d, t in times.items()}
+    ratio = medians[deep] / medians[shallow]
+    benchmark.group = "o1"
+    benchmark.extra_info.update(op=op, ratio=round(ratio, 3), limit=O1_RATIO,
+                                median_us={str(d): round(m * 1e6, 1) for d, m in medians.items()})
+    assert ratio <= O1_RATIO, (
+        f"{op}: median at depth {deep:,} is {ratio:.2f}x the median at depth {shallow:,}")

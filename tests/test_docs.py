@@ -28,6 +28,10 @@ def test_readme_quick_start_is_the_two_make_targets():
     assert "make run" in README and "make test" in README
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci
+    # CI runs nothing the README does not tell users about.
+    for line in ci.splitlines():
+        if line.startswith("make "):
+            assert f"`{line}`" in README, line
 
 
 def test_readme_curl_walk_through_runs_as_written(codeq_server):
