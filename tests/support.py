@@ -222,6 +222,34 @@ class CodeqServer:
         return code
 
 
+def children(pid: int) -> list[int]:
+    """Return the child processes of ``pid``."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def process_tree(pid: int) -> list[int]:
+    """Return ``pid`` and all its descendants."""
+    return [pid] + [p for kid in children(pid) for p in process_tree(kid)]
+
+
+def alive(pid: int) -> bool:
+    """Return whether ``pid`` runs (a zombie does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def snapshot(client: redis.Redis) -> dict[bytes, bytes]:
     """Every key of the store with its serialized value, to prove nothing changed."""
     return {key: client.dump(key) for key in sorted(client.keys("*"))}

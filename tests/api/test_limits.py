@@ -6,7 +6,6 @@ The clients here misbehave on purpose, so they speak HTTP over raw sockets.
 from __future__ import annotations
 
 import json
-import os
 import select
 import shutil
 import signal
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import CodeqServer, wait_until
+from tests.support import CodeqServer, alive, cmdline, process_tree, wait_until
 
 V1 = "/v1/codeq"
 KIB = 1024
@@ -280,28 +279,6 @@ def refused(port: int) -> bool:
     except ConnectionRefusedError:
         return True
     return False
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def process_tree(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    kids = [int(p) for p in path.read_text().split()] if path.exists() else []
-    return [pid] + [p for kid in kids for p in process_tree(kid)]
 
 
 @pytest.mark.parametrize("mode", ["two processes", "one process", "embedded store"])

@@ -18,31 +18,18 @@ import redis
 from codeq.config import OPTIONS
 from codeq.embedded import EmbeddedStore
 from codeq.keys import QueueKeys
-from tests.support import STORE_KIND, CodeqServer, codeq_cli, wait_until
+from tests.support import (
+    STORE_KIND,
+    CodeqServer,
+    alive,
+    children,
+    cmdline,
+    codeq_cli,
+    wait_until,
+)
 
 V1 = "/v1/codeq"
 STORE_PROCESS = "kvrocks" if STORE_KIND == "kvrocks" else "redis-server"
-
-
-def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def test_help_documents_every_setting():
