@@ -24,6 +24,7 @@ at start) restores by marking every registered queue due.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
@@ -32,6 +33,8 @@ from codeq import keys
 
 if TYPE_CHECKING:
     from codeq.engine.queue import Engine
+
+log = logging.getLogger("codeq.upkeep")
 
 TICK_LIMIT = 1000  # tasks promoted, reaped or removed per queue and upkeep
 TAKE_LIMIT = 500  # queues taken per tenant and tick
@@ -76,19 +79,24 @@ class Upkeep:
         lease, commands = taken[0], [c.decode() for c in taken[1:]]
         if not commands:
             return Report()
-        replies = await asyncio.gather(*(self._queue(tenant, c) for c in commands))
-        report = Report(queues=len(commands))
-        back: list[object] = [lease]
-        for command, (promoted, requeued, dead, next_at, empty, *removed) in zip(
-                commands, replies, strict=True):
-            report += Report(0, promoted, requeued, dead, len(removed))
+        replies = await asyncio.gather(*(self._queue(tenant, c) for c in commands),
+                                       return_exceptions=True)
+        report, back, deletes = Report(), [lease], []
+        for command, reply in zip(commands, replies, strict=True):
+            if isinstance(reply, BaseException):
+                # Left to its lease: taken again when it ends. The others go on.
+                log.error("upkeep of %s/%s failed: %s", tenant, command, reply)
+                continue
+            promoted, requeued, dead, next_at, empty, *removed = reply
+            report += Report(1, promoted, requeued, dead, len(removed))
             back += [command, next_at]
             # One DEL a key: each id key has a hash slot of its own (a
             # multi-key DEL is CROSSSLOT on a cluster); pipelined anyway.
-            for task_id in removed:
-                engine.store.execute((b"DEL", keys.task_command(tenant, task_id.decode())))
+            deletes += [engine._cmd(b"DEL", keys.task_command(tenant, task_id.decode()))
+                        for task_id in removed]
             if empty:
-                await self._forget(tenant, command)
+                deletes.append(self._forget(tenant, command))
+        await asyncio.gather(*deletes)
         await engine._run("upkeep_done", index, tuple(back))
         return report
 

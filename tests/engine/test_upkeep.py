@@ -120,3 +120,14 @@ async def test_a_delayed_nack_is_promoted_on_time_without_a_claim(engine, store)
     assert await engine.nack(TENANT, task.id, "w1", task.leaseId, 0.2) == ("requeued", 0.2)
     await asyncio.sleep(0.25)
     assert (await engine.tick()).promoted == 1
+
+
+async def test_a_queue_whose_upkeep_fails_holds_back_no_other(engine, store):
+    await create(engine, "good", delay_seconds=0.05)
+    await create(engine, "bad", delay_seconds=0.05)
+    store.set(engine.queue(TENANT, "bad").done, "not a zset")  # its tick script fails
+    await asyncio.sleep(0.1)
+    report = await engine.tick()
+    assert (report.queues, report.promoted) == (1, 1)  # "good" went through
+    assert store.zscore(DUE, "good") is None  # settled: nothing more to do
+    assert store.zscore(HELD, "bad") is not None  # left to its lease, to be taken again
