@@ -89,14 +89,18 @@ def check_utf8(data: bytes) -> None:
 
 
 _containers = msgspec.json.Decoder(dict[str, msgspec.Raw] | list[msgspec.Raw])
+# How deep the search for the bad bytes goes: each level rescans what is
+# below it, so this bounds the work to a few passes over the body.
+_PATH_DEPTH = 8
 
 
-def _bad_utf8_path(data: bytes) -> str | None:
+def _bad_utf8_path(data: bytes, depth: int = _PATH_DEPTH) -> str | None:
     """Return the path (``payload``, ``tasks[2].result.x``) of the first value
-    holding invalid UTF-8 in a JSON object or array; None when it is in a key."""
+    holding invalid UTF-8 in a JSON object or array; None when it is in a key
+    (or the path is deeper than the search goes)."""
     try:
         container = _containers.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
     pairs = container.items() if isinstance(container, dict) else enumerate(container)
     for key, raw in pairs:
@@ -105,7 +109,8 @@ def _bad_utf8_path(data: bytes) -> str | None:
             value.decode()
         except UnicodeDecodeError:
             name = f"[{key}]" if isinstance(key, int) else key
-            inner = _bad_utf8_path(value) if value[:1] in (b"{", b"[") else None
+            nested = depth > 1 and value[:1] in (b"{", b"[")
+            inner = _bad_utf8_path(value, depth - 1) if nested else None
             if inner is None:
                 return name
             return f"{name}{inner}" if inner.startswith("[") else f"{name}.{inner}"
