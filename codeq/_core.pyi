@@ -33,6 +33,7 @@ class Client:
     url: str
     name: str
     last_error: Exception | None
+    on_connect: Callable[[], None] | None
     def __init__(self, url: str, *, name: str = "codeq", channel: bytes | None = None,
                  on_push: Callable[[Any], None] | None = None,
                  on_connect: Callable[[], None] | None = None,

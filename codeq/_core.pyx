@@ -285,7 +285,7 @@ cdef class Client:
     cdef object scripts
     cdef object on_push
     cdef object channel
-    cdef object on_connect
+    cdef public object on_connect
     cdef object task
     cdef object connected
     cdef bint closing

@@ -14,9 +14,11 @@ Layout (cluster-safe: one script only ever touches keys of one hash tag):
     codeq:{<tenant>:<command>}:rwaiters       set of ids whose result is long-polled
     codeq:{<tenant>/<id>}:command             string: which command a task id belongs to
     codeq:{<tenant>}:commands                 set of the tenant's commands that hold tasks
-    codeq:{<tenant>}:due                      zset command -> when its queue next needs upkeep (ms)
-    codeq:{<tenant>}:upkeep                   zset command -> lease of its running upkeep (ms)
     codeq:tenants                             set of tenants
+    codeq:{due:<0..7>}:queues                 zset <tenant>:<command> -> when that queue next
+                                              needs upkeep (ms); a queue's shard by crc32
+    codeq:{due:<0..7>}:upkeep                 zset <tenant>:<command> -> lease of its running
+                                              upkeep (ms)
 
 Commands are limited to ``[A-Za-z0-9._:-]`` (``NAME_PATTERN``) and tenants to
 the same without ``:`` (``TENANT_PATTERN``): neither can contain the ``{}`` of a
@@ -24,6 +26,8 @@ hash tag or the ``/`` of an id key, and ``{tenant:command}`` splits one way only
 """
 
 from __future__ import annotations
+
+import zlib
 
 PRIORITY_MIN = 0
 PRIORITY_MAX = 9
@@ -85,17 +89,32 @@ def tenant_commands(tenant: str) -> bytes:
     return f"codeq:{{{tenant}}}:commands".encode()
 
 
-def tenant_due(tenant: str) -> bytes:
-    """Return the tenant's due index: command -> when its queue next needs upkeep.
+# The due index is spread over a fixed number of hash tags: a tick reads all
+# of them whatever the number of tenants and queues, and on a cluster the
+# hints of a busy store land on several nodes.
+DUE_SHARDS = 8
+
+
+def queue_member(tenant: str, command: str) -> bytes:
+    """Return a queue's member in the due index (tenants hold no ':')."""
+    return f"{tenant}:{command}".encode()
+
+
+def due_shard(member: bytes) -> int:
+    """Return the due-index shard of a queue's member."""
+    return zlib.crc32(member) % DUE_SHARDS
+
+
+def due(shard: int) -> bytes:
+    """Return one shard of the due index: queue -> when it next needs upkeep (ms).
 
     A lower bound: every change that brings a queue's next due time closer
-    (a delayed create, a claim, a shorter heartbeat, a delayed nack) lowers
-    its entry after the change; the upkeep puts the queue back with its
-    exact next time.
+    (a delayed create, a claim, a heartbeat, a delayed nack) lowers its entry
+    after the change; the upkeep puts the queue back with its exact next time.
     """
-    return f"codeq:{{{tenant}}}:due".encode()
+    return f"codeq:{{due:{shard}}}:queues".encode()
 
 
-def tenant_upkeep(tenant: str) -> bytes:
-    """Return the leases of the tenant's running queue upkeeps."""
-    return f"codeq:{{{tenant}}}:upkeep".encode()
+def upkeep(shard: int) -> bytes:
+    """Return the leases of the running upkeeps of one due-index shard's queues."""
+    return f"codeq:{{due:{shard}}}:upkeep".encode()

@@ -26,6 +26,7 @@ from codeq._core import Client, ReplyError
 from codeq.config import Settings, redact
 from codeq.engine import scripts
 from codeq.engine.notify import Notifier
+from codeq.engine.registry import Registry
 from codeq.engine.upkeep import Report, Upkeep
 from codeq.errors import (
     ResultNotFound,
@@ -41,10 +42,6 @@ log = logging.getLogger("codeq.engine")
 # id -> command lookups cached per process; ids never change command, so
 # entries never go stale (a removed task simply reads as not found).
 COMMAND_CACHE_SIZE = 100_000
-# How long a process trusts that it registered a queue. Below the retention,
-# so a queue this process created a task in is never empty before it looks
-# again (see Upkeep._forget).
-REGISTRY_REFRESH = 60.0
 
 
 def _ms(seconds: float) -> int:
@@ -87,9 +84,9 @@ class Engine:
         self.store = store
         self.notifier = notifier
         self.settings = settings
-        self._registered: set[tuple[str, str]] = set()
         self._commands: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._loops: list[asyncio.Task[None]] = []
+        self._resweep: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.draining = False
         self._s = {name: scripts.load(name) for name in scripts.NUMKEYS}
@@ -101,8 +98,9 @@ class Engine:
             _ms(settings.backoff_max_seconds),
         )
         self._retention_ms = _ms(settings.retention_seconds)
-        self._registry_refresh = min(REGISTRY_REFRESH, settings.retention_seconds / 2)
+        self.registry = Registry(store, self._cmd, settings.retention_seconds)
         self.upkeep = Upkeep(self)
+        store.on_connect = self._reconnected
 
     # -- plumbing -------------------------------------------------------------
 
@@ -146,33 +144,16 @@ class Engine:
             self._remember(tenant, task_id, command)
         return self.queue(tenant, command)
 
-    def _register(self, tenant: str, command: str) -> None:
-        # Queued in the same pipelined write as the create that follows, so
-        # it costs no round trip; the loops find queues through these sets.
-        key = (tenant, command)
-        if key in self._registered:
-            return
-
-        def check(fut: asyncio.Future) -> None:
-            if fut.cancelled() or fut.exception() is not None:
-                self._registered.discard(key)  # try again with the next create
-
-        for cmd in ((b"SADD", keys.TENANTS, tenant),
-                    (b"SADD", keys.tenant_commands(tenant), command)):
-            self.store.execute(cmd).add_done_callback(check)
-        self._registered.add(key)
-        # Forget it now and then, so a registry lost with the store heals.
-        asyncio.get_running_loop().call_later(self._registry_refresh,
-                                              self._registered.discard, key)
-
     def hint(self, tenant: str, command: str, at_ms: int) -> None:
         """Bring the queue's entry in the due index down to ``at_ms``.
 
         Sent after the change it follows, never awaited: a lost hint is
         restored by the sweep (see upkeep.py).
         """
+        member = keys.queue_member(tenant, command)
         try:
-            pending = self.store.execute((b"ZADD", keys.tenant_due(tenant), b"LT", at_ms, command))
+            pending = self.store.execute(
+                (b"ZADD", keys.due(keys.due_shard(member)), b"LT", at_ms, member))
         except StoreUnavailable:
             return
         pending.add_done_callback(_discard)
@@ -196,7 +177,7 @@ class Engine:
         q = self.queue(tenant, command)
         priority = min(max(priority, PRIORITY_MIN), PRIORITY_MAX)
         task_id = ids.task_id()
-        self._register(tenant, command)
+        self.registry.register(tenant, command)
         args = (
             task_id,
             command,
@@ -225,8 +206,10 @@ class Engine:
             # The key matched an earlier task: the id reserved above is unused.
             await self._cmd(b"DEL", keys.task_command(tenant, task_id))
         self._remember(tenant, task.id, command)
-        if created and task.visibleAt is not None and task.visibleAt > task.createdAt:
-            self.hint(tenant, command, _ms_of(task.visibleAt))
+        if created:
+            self.registry.created(tenant, command)
+            if task.visibleAt is not None and task.visibleAt > task.createdAt:
+                self.hint(tenant, command, _ms_of(task.visibleAt))
         return task, created
 
     async def get(self, tenant: str, task_id: str) -> Task:
@@ -450,6 +433,21 @@ class Engine:
         except (StoreUnavailable, ReplyError, TimeoutError):
             return False
 
+    def _reconnected(self) -> None:
+        # Hints on the connection that dropped may not have reached the
+        # store: a sweep restores them. (The sweep loop's first round covers
+        # the first connection.)
+        if self._loops and (self._resweep is None or self._resweep.done()):
+            self._resweep = asyncio.create_task(self._sweep_once(), name="sweep")
+
+    async def _sweep_once(self) -> None:
+        try:
+            await self.sweep()
+        except StoreUnavailable:
+            pass  # dropped again: the next reconnection sweeps
+        except Exception:
+            log.exception("sweep after reconnecting failed")
+
     def start(self) -> None:
         """Start the background loops of this process."""
         self._loops = [
@@ -459,10 +457,11 @@ class Engine:
         ]
 
     async def stop(self) -> None:
-        for loop in self._loops:
-            loop.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
-        self._loops = []
+        tasks = [*self._loops, *([self._resweep] if self._resweep else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._loops, self._resweep = [], None
 
     async def _every(self, interval: float, job, at_start: bool = False) -> None:
         """Run ``job`` every ``interval`` s; while the store is down, retry each second."""

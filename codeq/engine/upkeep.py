@@ -1,14 +1,14 @@
 """Background upkeep: promote due delayed tasks, requeue expired leases,
 remove finished tasks past retention, forget empty queues.
 
-Its cost follows the queues that have due work, not the queues that exist.
-Each tenant has a due index (``keys.tenant_due``): command -> the earliest
-time its queue may need upkeep. The index lives in the tenant's hash slot,
-the queues in slots of their own, so no script can keep both in step;
+Its cost follows the queues that have due work, not the queues or tenants
+that exist. A due index (``keys.due``, spread over ``keys.DUE_SHARDS`` hash
+tags) maps each queue to the earliest time it may need upkeep. The index and
+the queues live in different hash slots, so no script can keep them in step;
 instead the index is a lower bound kept by two rules:
 
 - every change that brings a queue's next due time closer writes the new
-  time to the index *after* the change (a delayed create, a claim, a shorter
+  time to the index *after* the change (a delayed create, a claim, a
   heartbeat, a delayed nack: ``Engine.hint``); ZADD LT keeps the earlier;
 - an upkeep takes due queues out of the index under a lease, runs each
   queue's tick script, and puts the queue back at the next time the script
@@ -16,9 +16,10 @@ instead the index is a lower bound kept by two rules:
 
 A hint written after a take is kept; one written before it comes after its
 change, which the tick then sees. A process that dies mid-upkeep leaves its
-lease to run out, and its queues are taken again. What only a crash between
-a change and its hint could lose, the sweep (every ``sweep_interval`` s, and
-at start) restores by marking every registered queue due.
+lease to run out, and its queues are taken again. What a hint lost on the way
+(a crash, or a connection dropped, between a change and its hint) would keep
+from the index, the sweep restores: it marks every registered queue due, at
+every (re)connection to the store and every ``sweep_interval`` s.
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("codeq.upkeep")
 
 TICK_LIMIT = 1000  # tasks promoted, reaped or removed per queue and upkeep
-TAKE_LIMIT = 500  # queues taken per tenant and tick
-UPKEEP_LEASE_MS = 60_000  # how long a taken queue waits for its upkeep to end
+TAKE_LIMIT = 500  # queues taken per shard and tick
+# How long a taken queue waits for its upkeep to end before another process
+# may take it; a failed upkeep is retried after that long.
+UPKEEP_LEASE_MS = 10_000
 SWEEP_BATCH = 1000  # queues marked due per ZADD
 
 
@@ -59,45 +62,47 @@ class Report:
 
 
 class Upkeep:
-    """The upkeep of every tenant's due queues, run by each server process."""
+    """The upkeep of every due queue, run by each server process."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
     async def tick(self) -> Report:
-        """Upkeep every queue whose time has come, in every tenant."""
+        """Upkeep every queue whose time has come."""
         report = Report()
-        tenants = await self.engine._cmd(b"SMEMBERS", keys.TENANTS)
-        for part in await asyncio.gather(*(self._tenant(t.decode()) for t in tenants)):
+        for part in await asyncio.gather(*(self._shard(s) for s in range(keys.DUE_SHARDS))):
             report += part
         return report
 
-    async def _tenant(self, tenant: str) -> Report:
+    async def _shard(self, shard: int) -> Report:
         engine = self.engine
-        index = (keys.tenant_due(tenant), keys.tenant_upkeep(tenant))
+        index = (keys.due(shard), keys.upkeep(shard))
         taken = await engine._run("upkeep_take", index, (TAKE_LIMIT, UPKEEP_LEASE_MS))
-        lease, commands = taken[0], [c.decode() for c in taken[1:]]
-        if not commands:
+        lease, members = taken[0], taken[1:]
+        if not members:
             return Report()
-        replies = await asyncio.gather(*(self._queue(tenant, c) for c in commands),
+        queues = [m.decode().split(":", 1) for m in members]
+        replies = await asyncio.gather(*(self._queue(t, c) for t, c in queues),
                                        return_exceptions=True)
-        report, back, deletes = Report(), [lease], []
-        for command, reply in zip(commands, replies, strict=True):
+        report, back, follow_ups = Report(), [lease], []
+        for member, (tenant, command), reply in zip(members, queues, replies, strict=True):
             if isinstance(reply, BaseException):
-                # Left to its lease: taken again when it ends. The others go on.
+                # Left to its lease, and taken again when it ends; the others go on.
                 log.error("upkeep of %s/%s failed: %s", tenant, command, reply)
                 continue
             promoted, requeued, dead, next_at, empty, *removed = reply
             report += Report(1, promoted, requeued, dead, len(removed))
-            back += [command, next_at]
+            back += [member, next_at]
             # One DEL a key: each id key has a hash slot of its own (a
             # multi-key DEL is CROSSSLOT on a cluster); pipelined anyway.
-            deletes += [engine._cmd(b"DEL", keys.task_command(tenant, task_id.decode()))
-                        for task_id in removed]
+            follow_ups += [engine._cmd(b"DEL", keys.task_command(tenant, task_id.decode()))
+                           for task_id in removed]
             if empty:
-                deletes.append(self._forget(tenant, command))
-        await asyncio.gather(*deletes)
+                follow_ups.append(engine.registry.forget(tenant, command))
         await engine._run("upkeep_done", index, tuple(back))
+        for outcome in await asyncio.gather(*follow_ups, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                log.error("upkeep follow-up failed: %s", outcome)
         return report
 
     async def _queue(self, tenant: str, command: str) -> list:
@@ -107,31 +112,19 @@ class Upkeep:
             (TICK_LIMIT, *engine._backoff, random.random(), keys.EVENTS_CHANNEL, tenant, command,
              engine._retention_ms))
 
-    async def _forget(self, tenant: str, command: str) -> None:
-        """Take an empty queue out of the tenant's registry.
-
-        A create sends its registration before its task; if one landed since
-        the tick saw the queue empty, the task is there now: register again.
-        """
-        registry = keys.tenant_commands(tenant)
-        await self.engine._cmd(b"SREM", registry, command)
-        self.engine._registered.discard((tenant, command))
-        if await self.engine._cmd(b"HLEN", self.engine.queue(tenant, command).tasks):
-            await self.engine._cmd(b"SADD", registry, command)
-
     async def sweep(self) -> int:
         """Mark every registered queue due now; return how many.
 
-        A safety net: upkeep goes by the due index, and this restores what
-        only a crash between a change and its hint could have kept from it.
+        A safety net: upkeep goes by the due index, and this restores what a
+        hint lost on the way could have kept from it.
         """
-        marked = 0
-        for raw in await self.engine._cmd(b"SMEMBERS", keys.TENANTS):
-            tenant = raw.decode()
-            commands = await self.engine._cmd(b"SMEMBERS", keys.tenant_commands(tenant))
-            for start in range(0, len(commands), SWEEP_BATCH):
-                batch = commands[start:start + SWEEP_BATCH]
-                pairs = [part for command in batch for part in (0, command)]
-                await self.engine._cmd(b"ZADD", keys.tenant_due(tenant), b"LT", *pairs)
-            marked += len(commands)
-        return marked
+        by_shard: dict[int, list[bytes]] = {}
+        for tenant in await self.engine.registry.tenants():
+            for command in await self.engine.registry.commands(tenant):
+                member = keys.queue_member(tenant, command)
+                by_shard.setdefault(keys.due_shard(member), []).append(member)
+        for shard, members in by_shard.items():
+            for start in range(0, len(members), SWEEP_BATCH):
+                pairs = [part for m in members[start:start + SWEEP_BATCH] for part in (0, m)]
+                await self.engine._cmd(b"ZADD", keys.due(shard), b"LT", *pairs)
+        return sum(len(members) for members in by_shard.values())
