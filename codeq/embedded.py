@@ -48,6 +48,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _can_bind(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def ping(url_host: str | None, port: int | None, path: str | None, timeout: float = 0.5) -> bool:
     """Return whether a store answers PING on a TCP port or unix socket."""
     try:
@@ -110,8 +119,8 @@ class EmbeddedStore:
                     "--unixsocketperm", "700", "--dir", str(self.data_dir),
                     "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
                     "--daemonize", "no", "--loglevel", "warning"]
-        if self.port is None:
-            self.port = free_port()
+        if self.port is None or not _can_bind(self.port):
+            self.port = free_port()  # the last run's port is taken: move
         # kvrocks takes its settings from a file (not every key is a flag);
         # its RocksDB write-ahead log keeps acknowledged writes across a crash.
         self.conf.write_text(f"bind 127.0.0.1\nport {self.port}\ndir {self.data_dir}\n"

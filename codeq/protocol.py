@@ -59,6 +59,9 @@ class BoundedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        # uvicorn cancels its idle timer only on a clean close; on a reset it
+        # would keep this protocol alive until the timer fires.
+        self._unset_keepalive_if_required()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:

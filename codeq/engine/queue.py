@@ -42,6 +42,9 @@ log = logging.getLogger("codeq.engine")
 # id -> command lookups cached per process; ids never change command, so
 # entries never go stale (a removed task simply reads as not found).
 COMMAND_CACHE_SIZE = 100_000
+# Seconds (at most a tenth of the wait) a long poll stops waiting before its
+# end, for its last look to answer within the time asked.
+LAST_LOOK = 0.05
 
 
 def _ms(seconds: float) -> int:
@@ -265,17 +268,22 @@ class Engine:
         """Claim up to ``count`` tasks, long-polling up to ``wait_seconds``.
 
         A long poll ends early, empty, once ``gone`` completes (the caller
-        left): a task claimed then would sit out its lease unworked.
+        left): a task claimed then would sit out its lease unworked, so one
+        claimed as the caller left is given back.
         """
         commands = list(dict.fromkeys(commands))
         lease_ms = _ms(lease_seconds or self.settings.default_lease_seconds)
-        deadline = time.monotonic() + wait_seconds
+        # Stop waiting a little early, so the last look answers in time.
+        deadline = time.monotonic() + wait_seconds - min(LAST_LOOK, wait_seconds / 10)
         while True:
             remaining = 0 if self.draining else deadline - time.monotonic()
             waiter = self.notifier.ready_waiter(tenant, commands) if remaining > 0 else None
             try:
                 tasks = await self._claim_once(tenant, commands, worker, lease_ms, count,
                                                _ms(remaining) + 1000 if waiter else 0)
+                if tasks and gone is not None and gone.done():
+                    await self._give_back(tenant, worker, tasks)
+                    return []
                 if tasks or waiter is None:
                     return tasks
                 await _wait(waiter, remaining, gone)
@@ -290,6 +298,16 @@ class Engine:
             finally:
                 if waiter is not None:
                     self.notifier.drop_ready_waiter(tenant, commands, waiter)
+
+    async def _give_back(self, tenant: str, worker: str, tasks: list[Task]) -> None:
+        """Abandon tasks claimed for a caller that has left (best effort: an
+        abandon that fails leaves the task to its lease)."""
+        outcomes = await asyncio.gather(
+            *(self.abandon(tenant, t.id, worker, t.leaseId) for t in tasks),
+            return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                log.warning("could not give back a task its caller left: %s", outcome)
 
     async def _claim_once(self, tenant: str, commands: list[str], worker: str,
                           lease_ms: int, count: int, wait_ms: int) -> list[Task]:

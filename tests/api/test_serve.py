@@ -184,12 +184,16 @@ def test_shutdown_stops_the_store_and_a_restart_keeps_the_tasks():
     assert server.stop() == 0
     wait_until(lambda: not alive(store_pids[0]), 10, what="the store to stop")
 
+    # KVRocks listens on TCP: if another program took its port meanwhile, the
+    # store moves to a free one (Redis' unix socket is the data dir's own).
+    squatter = socket.create_server(("127.0.0.1", embedded_store(data_dir).port or 0))
     again = CodeqServer("--data-dir", data_dir, "--log-level", "warning").start()
     try:
         with httpx.Client(base_url=again.base, timeout=10) as api:
             assert api.get(f"{V1}/tasks/{task_id}").json()["status"] == "PENDING"
     finally:
         again.stop()
+        squatter.close()
 
 
 def test_shutdown_ends_long_polls_at_once(store_server):
