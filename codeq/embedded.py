@@ -50,6 +50,8 @@ def free_port() -> int:
 
 def _can_bind(port: int) -> bool:
     with socket.socket() as s:
+        # As a server binds: connections of a previous run in TIME_WAIT do not count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -119,8 +121,10 @@ class EmbeddedStore:
                     "--unixsocketperm", "700", "--dir", str(self.data_dir),
                     "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
                     "--daemonize", "no", "--loglevel", "warning"]
-        if self.port is None or not _can_bind(self.port):
-            self.port = free_port()  # the last run's port is taken: move
+        if self.port is None or (self.proc is None and not _can_bind(self.port)):
+            # A first start whose last run's port is taken moves; a restart
+            # keeps its port, which the server processes connect to.
+            self.port = free_port()
         # kvrocks takes its settings from a file (not every key is a flag);
         # its RocksDB write-ahead log keeps acknowledged writes across a crash.
         self.conf.write_text(f"bind 127.0.0.1\nport {self.port}\ndir {self.data_dir}\n"
