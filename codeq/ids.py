@@ -1,4 +1,9 @@
-"""Random identifiers: task ids (UUID 4 text) and lease tokens.
+"""Task ids and lease tokens.
+
+A task id is an RFC 9562 UUID, version 8 (its bits are ours to lay out): the
+first 32 bits are the number of the task's queue, the other 90 free bits are
+random. So a task is found from its id alone, with no per-task index; the
+queue numbers live in one small registry (keys.QUEUE_IDS).
 
 PERF: ``uuid.uuid4()`` makes a syscall and a UUID object per id; it was 7.8 %
 of a server process' samples under bench/load.py. These draw from a buffer
@@ -14,18 +19,18 @@ _BATCH = 4096
 _buf = b""
 _pos = 0
 
-_VERSION_MASK = ~(0xF000 << 64) & ((1 << 128) - 1)
-_VERSION_4 = 0x4000 << 64
-_VARIANT_MASK = ~(0xC000 << 48) & ((1 << 128) - 1)
-_VARIANT_RFC = 0x8000 << 48
+QUEUE_MAX = (1 << 32) - 1
+_RANDOM_MASK = ~((0xF << 76) | (0x3 << 62)) & ((1 << 96) - 1)  # version and variant bits
+_VERSION_8 = 0x8 << 76
+_VARIANT_RFC = 0x2 << 62
 
 
-def _take16() -> bytes:
+def _take(n: int) -> bytes:
     global _buf, _pos
-    if _pos >= len(_buf):
+    if _pos + n > len(_buf):
         _buf, _pos = os.urandom(_BATCH), 0
-    chunk = _buf[_pos:_pos + 16]
-    _pos += 16
+    chunk = _buf[_pos:_pos + n]
+    _pos += n
     return chunk
 
 
@@ -38,13 +43,23 @@ def _reset() -> None:
 os.register_at_fork(after_in_child=_reset)
 
 
-def task_id() -> str:
-    """Return a random UUID 4 in its canonical text form."""
-    n = int.from_bytes(_take16(), "big") & _VERSION_MASK & _VARIANT_MASK
-    h = "%032x" % (n | _VERSION_4 | _VARIANT_RFC)
+def task_id(queue: int) -> str:
+    """Return a new task id of queue number ``queue`` (1 .. 2**32 - 1)."""
+    r = int.from_bytes(_take(12), "big") & _RANDOM_MASK
+    h = f"{queue:08x}{r | _VERSION_8 | _VARIANT_RFC:024x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def queue_of(task: str) -> int | None:
+    """Return the queue number a canonical task id carries (None: not one of ours)."""
+    if len(task) != 36 or task[14] != "8":
+        return None
+    try:
+        return int(task[:8], 16) or None
+    except ValueError:
+        return None
 
 
 def lease_token() -> str:
     """Return a random 128-bit token as 32 hex digits."""
-    return _take16().hex()
+    return _take(16).hex()

@@ -3,26 +3,32 @@
 Layout (cluster-safe: one script only ever touches keys of one hash tag):
 
     codeq:{<tenant>:<command>}:ready:<0..9>   list of task ids, FIFO per tier
+    codeq:{<tenant>:<command>}:tiers          zset of the tiers whose list may hold ids
     codeq:{<tenant>:<command>}:delayed        zset id -> visible at (ms)
     codeq:{<tenant>:<command>}:inflight       zset id -> lease until (ms)
-    codeq:{<tenant>:<command>}:tasks          hash id -> task record (msgpack)
-    codeq:{<tenant>:<command>}:results        hash id -> result record (msgpack)
+    codeq:{<tenant>:<command>}:tasks          hash id -> task record (msgpack array)
+    codeq:{<tenant>:<command>}:payloads       hash id -> payload (JSON text, never rewritten)
+    codeq:{<tenant>:<command>}:results        hash id -> result record (msgpack array)
     codeq:{<tenant>:<command>}:done           zset id -> finished at (ms), for retention
     codeq:{<tenant>:<command>}:dlq            zset id -> dead-lettered at (ms)
     codeq:{<tenant>:<command>}:idem           hash idempotency key -> id
     codeq:{<tenant>:<command>}:waiting        string, set while a claim long-polls
     codeq:{<tenant>:<command>}:rwaiters       set of ids whose result is long-polled
-    codeq:{<tenant>/<id>}:command             string: which command a task id belongs to
     codeq:{<tenant>}:commands                 set of the tenant's commands that hold tasks
     codeq:tenants                             set of tenants
     codeq:{due:<0..7>}:queues                 zset <tenant>:<command> -> when that queue next
                                               needs upkeep (ms); a queue's shard by crc32
     codeq:{due:<0..7>}:upkeep                 zset <tenant>:<command> -> lease of its running
                                               upkeep (ms)
+    codeq:{queues}:ids                        hash <tenant>:<command> -> queue number
+    codeq:{queues}:names                      hash queue number -> <tenant>:<command>
+    codeq:layout                              string: the version of this layout ("2")
 
-Commands are limited to ``[A-Za-z0-9._:-]`` (``NAME_PATTERN``) and tenants to
-the same without ``:`` (``TENANT_PATTERN``): neither can contain the ``{}`` of a
-hash tag or the ``/`` of an id key, and ``{tenant:command}`` splits one way only.
+A task id carries its queue's number (see ids.py): there is no per-task key
+outside the queue's hash tag. Commands are limited to ``[A-Za-z0-9._:-]``
+(``NAME_PATTERN``) and tenants to the same without ``:`` (``TENANT_PATTERN``):
+neither can contain the ``{}`` of a hash tag, and ``{tenant:command}`` splits
+one way only.
 """
 
 from __future__ import annotations
@@ -36,6 +42,10 @@ TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 
 TENANTS = b"codeq:tenants"
 EVENTS_CHANNEL = b"codeq:events"
+QUEUE_IDS = b"codeq:{queues}:ids"
+QUEUE_NAMES = b"codeq:{queues}:names"
+LAYOUT = b"codeq:layout"
+LAYOUT_VERSION = b"2"
 
 
 class QueueKeys:
@@ -48,11 +58,13 @@ class QueueKeys:
         "done",
         "idem",
         "inflight",
+        "payloads",
         "ready",
         "results",
         "rwaiters",
         "tasks",
         "tenant",
+        "tiers",
         "waiting",
     )
 
@@ -64,9 +76,11 @@ class QueueKeys:
         self.ready: tuple[bytes, ...] = tuple(
             f"{prefix}ready:{p}".encode() for p in range(PRIORITY_MAX, PRIORITY_MIN - 1, -1)
         )
+        self.tiers = f"{prefix}tiers".encode()
         self.delayed = f"{prefix}delayed".encode()
         self.inflight = f"{prefix}inflight".encode()
         self.tasks = f"{prefix}tasks".encode()
+        self.payloads = f"{prefix}payloads".encode()
         self.results = f"{prefix}results".encode()
         self.done = f"{prefix}done".encode()
         self.dlq = f"{prefix}dlq".encode()
@@ -77,11 +91,6 @@ class QueueKeys:
     def ready_tier(self, priority: int) -> bytes:
         """Return the ready list of one priority tier."""
         return self.ready[PRIORITY_MAX - priority]
-
-
-def task_command(tenant: str, task_id: str) -> bytes:
-    """Return the key naming the command a task id belongs to."""
-    return f"codeq:{{{tenant}/{task_id}}}:command".encode()
 
 
 def tenant_commands(tenant: str) -> bytes:

@@ -2,7 +2,8 @@
 
 Decoders and encoders are built once at import (msgspec's performance advice):
 request bodies decode straight from the raw bytes into their Struct, stored
-msgpack records straight into ``Task`` / ``ResultRecord``.
+msgpack records (arrays, see scripts/includes/common.lua) straight into
+``StoredTask`` / ``StoredResult``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ MAX_CLAIM_WAIT_SECONDS = 30
 MAX_RESULT_WAIT_SECONDS = 60
 MAX_ATTEMPTS_LIMIT = 1000
 MAX_COMMANDS_PER_CLAIM = 64
+MAX_BATCH = 100
 
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 CommandName = Annotated[str, Meta(pattern=NAME_PATTERN, description="command (event type)")]
 LeaseId = Annotated[str, Meta(min_length=1, max_length=128)]
 Seconds = Annotated[float, Meta(ge=0, le=MAX_DELAY_SECONDS)]
@@ -86,11 +89,66 @@ class ResultRequest(LeaseBody, kw_only=True):
     artifacts: Raw = field(default_factory=Raw)
 
 
-# -- stored records and responses ---------------------------------------------
+class BatchResultItem(ResultRequest, kw_only=True):
+    taskId: Annotated[str, Meta(pattern=UUID_PATTERN)]
+
+
+# A batch is decoded as raw items, each then decoded on its own: a bad item
+# fails alone, with its own error.
+Items = Annotated[list[Raw], Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class CreateBatch(Body):
+    tasks: Items
+
+
+class ClaimBatchRequest(ClaimRequest, kw_only=True):
+    count: Annotated[int, Meta(ge=1, le=MAX_BATCH)]
+
+
+class ResultBatch(Body):
+    results: Items
+
+
+# -- stored records -------------------------------------------------------------
+
+STATUSES = ("PENDING", "IN_PROGRESS", "COMPLETED", "FAILED")
+STATUS_CODES = {name: code for code, name in enumerate(STATUSES)}
+
+
+class StoredTask(Struct, array_like=True):
+    """A task record as the scripts store it: a msgpack array (common.lua)."""
+
+    status: int
+    priority: int
+    attempts: int
+    maxAttempts: int
+    createdAt: datetime
+    updatedAt: datetime
+    visibleAt: datetime
+    workerId: str | None = None
+    leaseId: str | None = None
+    leaseUntil: datetime | None = None
+    error: str | None = None
+    webhook: str | None = None
+    idempotencyKey: str | None = None
+
+
+class StoredResult(Struct, array_like=True):
+    """A result record as stored: ``result`` and ``artifacts`` are JSON text."""
+
+    status: int
+    completedAt: datetime
+    result: str | None = None
+    error: str | None = None
+    artifacts: str | None = None
+
+
+# -- responses --------------------------------------------------------------------
 
 
 class Task(Struct, kw_only=True, omit_defaults=True):
-    """A task as stored (msgpack) and as returned (JSON)."""
+    """A task as returned: the stored record with its id, queue and payload."""
 
     id: str
     command: str
@@ -110,17 +168,6 @@ class Task(Struct, kw_only=True, omit_defaults=True):
     updatedAt: datetime
 
 
-class ResultRecord(Struct, kw_only=True, omit_defaults=True):
-    """A result as stored: ``result`` and ``artifacts`` are JSON text."""
-
-    taskId: str
-    status: str
-    result: str | None = None
-    error: str | None = None
-    artifacts: str | None = None
-    completedAt: datetime
-
-
 class Result(Struct, kw_only=True, omit_defaults=True):
     """A result as returned: ``result`` and ``artifacts`` embedded as JSON."""
 
@@ -131,16 +178,24 @@ class Result(Struct, kw_only=True, omit_defaults=True):
     artifacts: Raw | None = None
     completedAt: datetime
 
-    @classmethod
-    def from_record(cls, record: ResultRecord) -> Result:
-        return cls(
-            taskId=record.taskId,
-            status=record.status,
-            result=None if record.result is None else Raw(record.result),
-            error=record.error,
-            artifacts=None if record.artifacts is None else Raw(record.artifacts),
-            completedAt=record.completedAt,
-        )
+
+def task_of(task_id: str, command: str, tenant: str, payload: bytes, raw: bytes) -> Task:
+    """Return the API task of a stored record."""
+    s = stored_task_decoder.decode(raw)
+    return Task(id=task_id, command=command, payload=payload.decode(), priority=s.priority,
+                status=STATUSES[s.status], attempts=s.attempts, maxAttempts=s.maxAttempts,
+                workerId=s.workerId, leaseId=s.leaseId, leaseUntil=s.leaseUntil,
+                visibleAt=s.visibleAt, webhook=s.webhook, error=s.error, tenantId=tenant,
+                createdAt=s.createdAt, updatedAt=s.updatedAt)
+
+
+def result_of(task_id: str, raw: bytes) -> Result:
+    """Return the API result of a stored record."""
+    s = stored_result_decoder.decode(raw)
+    return Result(taskId=task_id, status=STATUSES[s.status],
+                  result=None if s.result is None else Raw(s.result), error=s.error,
+                  artifacts=None if s.artifacts is None else Raw(s.artifacts),
+                  completedAt=s.completedAt)
 
 
 class TaskWithResult(Struct):
@@ -158,12 +213,17 @@ class RequeueResponse(Struct, omit_defaults=True):
     delaySeconds: float | None = None
 
 
+class Tasks(Struct):
+    tasks: list[Task]
+
+
 # One JSON decoder per request body, each decoding raw bytes straight into its Struct.
 request_decoders: dict[type, msgspec.json.Decoder] = {
     kind: msgspec.json.Decoder(kind)
-    for kind in (CreateTask, ClaimRequest, LeaseBody, HeartbeatRequest, NackRequest, ResultRequest)
+    for kind in (CreateTask, ClaimRequest, LeaseBody, HeartbeatRequest, NackRequest, ResultRequest,
+                 BatchResultItem, CreateBatch, ClaimBatchRequest, ResultBatch)
 }
 # strict=False: stored times are float seconds, decoded into datetimes.
-task_decoder = msgspec.msgpack.Decoder(Task, strict=False)
-result_decoder = msgspec.msgpack.Decoder(ResultRecord, strict=False)
+stored_task_decoder = msgspec.msgpack.Decoder(StoredTask, strict=False)
+stored_result_decoder = msgspec.msgpack.Decoder(StoredResult, strict=False)
 json_encoder = msgspec.json.Encoder()

@@ -9,12 +9,14 @@ import falcon
 from codeq.api.common import Resource, lease_id, read_body, send, task_id, worker_id
 from codeq.api.disconnect import watch_disconnect
 from codeq.schemas import (
+    ClaimBatchRequest,
     ClaimRequest,
     HeartbeatRequest,
     HeartbeatResponse,
     LeaseBody,
     NackRequest,
     RequeueResponse,
+    Tasks,
 )
 
 
@@ -31,6 +33,22 @@ class Claim(Resource):
             )
         if tasks:
             send(resp, tasks[0])
+        else:
+            resp.status = 204
+
+
+class ClaimBatch(Resource):
+    """POST /v1/codeq/tasks/claim/batch: 200 {tasks: [...]} (up to count), 204 when none came."""
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        worker = worker_id(req)
+        body = await read_body(req, self.ctx, ClaimBatchRequest)
+        with watch_disconnect(req, active=body.waitSeconds > 0) as gone:
+            tasks = await self.ctx.engine.claim(
+                self.ctx.tenant(req), body.commands, worker, lease_seconds=body.leaseSeconds,
+                wait_seconds=body.waitSeconds, count=body.count, gone=gone)
+        if tasks:
+            send(resp, Tasks(tasks=tasks))
         else:
             resp.status = 204
 

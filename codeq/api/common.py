@@ -10,7 +10,7 @@ import falcon
 import msgspec
 
 from codeq.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from codeq.schemas import json_encoder, request_decoders
+from codeq.schemas import CreateBatch, ResultBatch, json_encoder, request_decoders
 
 if TYPE_CHECKING:
     from codeq.config import Settings
@@ -20,6 +20,7 @@ T = TypeVar("T")
 
 _FIELD = re.compile(r"(?:at `\$\.|required field `)(\w+)")
 _WORKER_ID = re.compile(r"^[\x21-\x7e]{1,256}$")
+BATCHES = (CreateBatch, ResultBatch)
 
 
 class Context:
@@ -58,8 +59,17 @@ async def read_body(req: falcon.asgi.Request, ctx: Context, kind: type[T], *,
     if media != "application/json":
         raise UnsupportedMediaType(
             f"request body must be application/json, got {media or 'no content type'}")
+    return decode(data, kind, check=kind not in BATCHES)
+
+
+def decode(data: bytes, kind: type[T], check: bool = True) -> T:
+    """Decode JSON into ``kind``; BadRequest naming what is wrong.
+
+    A batch body is decoded without the UTF-8 check: its items are checked
+    one by one (``decode_items``), so that a bad item fails alone.
+    """
     # PERF: isascii() is a word-at-a-time scan; most bodies never decode.
-    if not data.isascii():
+    if check and not data.isascii():
         check_utf8(data)
     try:
         return request_decoders[kind].decode(data)
@@ -69,8 +79,20 @@ async def read_body(req: falcon.asgi.Request, ctx: Context, kind: type[T], *,
         raise BadRequest(f"invalid request body: {exc}", **detail) from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
-    except RecursionError:
-        raise BadRequest("malformed JSON: nested too deeply") from None
+    except (RecursionError, UnicodeDecodeError):
+        # An unchecked batch body with bad bytes in a key, or one nested too deep.
+        raise BadRequest("malformed JSON: invalid UTF-8 or nested too deeply") from None
+
+
+def decode_items(items: list[msgspec.Raw], kind: type[T]) -> list[T | BadRequest]:
+    """Decode each item of a batch on its own: a BadRequest in place of a bad one."""
+    out: list[T | BadRequest] = []
+    for item in items:
+        try:
+            out.append(decode(bytes(item), kind))
+        except BadRequest as exc:
+            out.append(exc)
+    return out
 
 
 def check_utf8(data: bytes) -> None:

@@ -1,12 +1,30 @@
-"""Results: a worker submits one, a producer reads (or long-polls) it."""
+"""Results: a worker submits one (or a batch), a producer reads (or long-polls) one."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import falcon
 
-from codeq.api.common import Resource, lease_id, query_seconds, read_body, send, task_id, worker_id
+from codeq.api.common import (
+    Resource,
+    decode_items,
+    lease_id,
+    query_seconds,
+    read_body,
+    send,
+    task_id,
+    worker_id,
+)
 from codeq.api.disconnect import watch_disconnect
-from codeq.schemas import MAX_RESULT_WAIT_SECONDS, Result, ResultRequest, TaskWithResult
+from codeq.errors import BadRequest, CodeqError
+from codeq.schemas import (
+    MAX_RESULT_WAIT_SECONDS,
+    BatchResultItem,
+    ResultBatch,
+    ResultRequest,
+    TaskWithResult,
+)
 
 
 class TaskResult(Resource):
@@ -15,15 +33,40 @@ class TaskResult(Resource):
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, id: str) -> None:
         tid, worker = task_id(id), worker_id(req)
         body = await read_body(req, self.ctx, ResultRequest)
-        record = await self.ctx.engine.submit_result(
+        send(resp, await self.ctx.engine.submit_result(
             self.ctx.tenant(req), tid, worker, lease_id(req, body.leaseId), body.status,
-            bytes(body.result), body.error, bytes(body.artifacts))
-        send(resp, Result.from_record(record))
+            bytes(body.result), body.error, bytes(body.artifacts)))
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, id: str) -> None:
         tid = task_id(id)
         wait = query_seconds(req, "waitSeconds", MAX_RESULT_WAIT_SECONDS)
         with watch_disconnect(req, active=wait > 0) as gone:
-            task, record = await self.ctx.engine.get_result(self.ctx.tenant(req), tid, wait,
+            task, result = await self.ctx.engine.get_result(self.ctx.tenant(req), tid, wait,
                                                             gone=gone)
-        send(resp, TaskWithResult(task=task, result=Result.from_record(record)))
+        send(resp, TaskWithResult(task=task, result=result))
+
+
+class BatchResults(Resource):
+    """POST /v1/codeq/tasks/batch/results: 200 {results: [{taskId, result} |
+    {taskId, error, code, field?}]} in order; each item with its own leaseId."""
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        worker = worker_id(req)
+        body = await read_body(req, self.ctx, ResultBatch)
+        items = decode_items(body.results, BatchResultItem)
+        good = [i for i in items if not isinstance(i, BadRequest)]
+        outcomes = iter(await self.ctx.engine.submit_results(
+            self.ctx.tenant(req), worker,
+            [(i.taskId.lower(), i.leaseId, i.status, bytes(i.result), i.error,
+              bytes(i.artifacts)) for i in good]))
+        out: list[dict[str, Any]] = []
+        for item in items:
+            if isinstance(item, CodeqError):
+                out.append(item.to_dict())
+                continue
+            outcome = next(outcomes)
+            if isinstance(outcome, CodeqError):
+                out.append({"taskId": item.taskId.lower(), **outcome.to_dict()})
+            else:
+                out.append({"taskId": item.taskId.lower(), "result": outcome})
+        send(resp, {"results": out})

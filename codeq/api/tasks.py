@@ -1,11 +1,12 @@
-"""Producers' resources: create a task, read a task."""
+"""Producers' resources: create a task (or a batch of them), read a task."""
 
 from __future__ import annotations
 
 import falcon
 
-from codeq.api.common import Resource, read_body, send, task_id
-from codeq.schemas import CreateTask
+from codeq.api.common import Resource, decode_items, read_body, send, task_id
+from codeq.errors import BadRequest
+from codeq.schemas import CreateBatch, CreateTask
 
 
 class Tasks(Resource):
@@ -25,6 +26,18 @@ class Tasks(Resource):
             delay_seconds=body.delaySeconds,
         )
         send(resp, task, 202)
+
+
+class TaskBatch(Resource):
+    """POST /v1/codeq/tasks/batch: 200 {results: [{task} | {error, code, field?}]} in order."""
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        body = await read_body(req, self.ctx, CreateBatch)
+        items = decode_items(body.tasks, CreateTask)
+        good = [item for item in items if not isinstance(item, BadRequest)]
+        created = iter(await self.ctx.engine.create_many(self.ctx.tenant(req), good))
+        send(resp, {"results": [item.to_dict() if isinstance(item, BadRequest)
+                                else {"task": next(created)[0]} for item in items]})
 
 
 class Task(Resource):

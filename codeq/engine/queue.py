@@ -1,12 +1,13 @@
 """The queue engine: task semantics as one Lua script per transition.
 
 Speaks in tenants, commands and tasks; knows nothing of HTTP. Every state
-change of one task is one EVALSHA on that task's queue. Operations spanning
-two hash slots are ordered steps whose interruption loses nothing: create
-writes the id -> command key first, then the task; retention removes the
-task first, then its id -> command key (either leaves at worst a dangling id
-key, which reads as an unknown task); changes that bring a queue's upkeep
-closer write the due index after the change (see upkeep.py).
+change of a queue's tasks is one EVALSHA on that queue (a batch of one queue
+is one call too). A task id carries its queue's number (ids.py), so nothing
+about a task lives outside its queue's hash slot. What spans two slots is
+done as ordered steps whose interruption loses nothing: a queue gets its
+number before its first task; changes that bring a queue's upkeep closer
+write the due index after the change (upkeep.py); a create registers its
+queue after its task (registry.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import functools
 import logging
 import random
 import time
-from collections import OrderedDict
+from collections import defaultdict
 from collections.abc import Awaitable, Sequence
 from datetime import datetime
 from typing import Any
@@ -29,19 +30,20 @@ from codeq.engine.notify import Notifier
 from codeq.engine.registry import Registry
 from codeq.engine.upkeep import Report, Upkeep
 from codeq.errors import (
+    CodeqError,
     ResultNotFound,
     StoreUnavailable,
     TaskNotFound,
     script_error,
 )
 from codeq.keys import PRIORITY_MAX, PRIORITY_MIN, QueueKeys
-from codeq.schemas import ResultRecord, Task, result_decoder, task_decoder
+from codeq.schemas import CreateTask, Result, Task, result_of, task_of
 
 log = logging.getLogger("codeq.engine")
 
-# id -> command lookups cached per process; ids never change command, so
-# entries never go stale (a removed task simply reads as not found).
-COMMAND_CACHE_SIZE = 100_000
+# Queue numbers <-> (tenant, command), cached per process; a number never
+# changes its queue, so entries never go stale. Bounded all the same.
+QUEUE_CACHE_SIZE = 100_000
 # Seconds (at most a tenth of the wait) a long poll stops waiting before its
 # end, for its last look to answer within the time asked.
 LAST_LOOK = 0.05
@@ -80,6 +82,18 @@ def _discard(fut: asyncio.Future) -> None:
         fut.cancel()
 
 
+def _clamp(priority: int) -> int:
+    return min(max(priority, PRIORITY_MIN), PRIORITY_MAX)
+
+
+def _run_at_ms(task: CreateTask) -> int | str:
+    return "" if task.runAt is None else int(task.runAt.timestamp() * 1000)
+
+
+class LayoutMismatch(RuntimeError):
+    """The store holds data of another layout of codeQ's keys."""
+
+
 class Engine:
     """Create, claim and finish tasks; run the background upkeep loops."""
 
@@ -87,7 +101,8 @@ class Engine:
         self.store = store
         self.notifier = notifier
         self.settings = settings
-        self._commands: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._numbers: dict[tuple[str, str], int] = {}
+        self._names: dict[int, tuple[str, str]] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._resweep: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -129,23 +144,38 @@ class Engine:
             log.error("store refused %s: %s", what, exc)
             raise StoreUnavailable(f"store refused the operation: {exc}") from None
 
-    def _remember(self, tenant: str, task_id: str, command: str) -> None:
-        cache = self._commands
-        if len(cache) >= COMMAND_CACHE_SIZE:
-            # PERF: OrderedDict evicts the oldest in O(1); a plain dict's
-            # next(iter()) crawls over deleted slots (3.8 us vs 0.14 us a call).
-            cache.popitem(last=False)
-        cache[(tenant, task_id)] = command
+    def _learn(self, number: int, tenant: str, command: str) -> tuple[str, str]:
+        if len(self._names) >= QUEUE_CACHE_SIZE:
+            self._names.clear()
+            self._numbers.clear()
+        self._numbers[(tenant, command)] = number
+        self._names[number] = (tenant, command)
+        return tenant, command
+
+    async def _number(self, tenant: str, command: str) -> int:
+        """Return the queue's number, giving it one the first time."""
+        number = self._numbers.get((tenant, command))
+        if number is None:
+            number = await self._run("queue_id", (keys.QUEUE_IDS, keys.QUEUE_NAMES),
+                                     (f"{tenant}:{command}",))
+            self._learn(number, tenant, command)
+        return number
 
     async def _queue_of(self, tenant: str, task_id: str) -> QueueKeys:
-        command = self._commands.get((tenant, task_id))
-        if command is None:
-            raw = await self._cmd(b"GET", keys.task_command(tenant, task_id))
+        """Return the queue a task id names; TaskNotFound for another tenant's."""
+        number = ids.queue_of(task_id)
+        if number is None:
+            raise TaskNotFound()
+        name = self._names.get(number)
+        if name is None:
+            raw = await self._cmd(b"HGET", keys.QUEUE_NAMES, number)
             if raw is None:
                 raise TaskNotFound()
-            command = raw.decode()
-            self._remember(tenant, task_id, command)
-        return self.queue(tenant, command)
+            owner, command = raw.decode().split(":", 1)
+            name = self._learn(number, owner, command)
+        if name[0] != tenant:
+            raise TaskNotFound()
+        return self.queue(*name)
 
     def hint(self, tenant: str, command: str, at_ms: int) -> None:
         """Bring the queue's entry in the due index down to ``at_ms``.
@@ -163,68 +193,74 @@ class Engine:
 
     # -- producer side ----------------------------------------------------------
 
-    async def create(
-        self,
-        tenant: str,
-        command: str,
-        payload: bytes,
-        *,
-        priority: int = 0,
-        max_attempts: int | None = None,
-        webhook: str | None = None,
-        idempotency_key: str | None = None,
-        run_at: datetime | None = None,
-        delay_seconds: float | None = None,
-    ) -> tuple[Task, bool]:
+    async def create(self, tenant: str, command: str, payload: bytes, *, priority: int = 0,
+                     max_attempts: int | None = None, webhook: str | None = None,
+                     idempotency_key: str | None = None, run_at: datetime | None = None,
+                     delay_seconds: float | None = None) -> tuple[Task, bool]:
         """Create a task; return it and whether it is new (idempotency)."""
         q = self.queue(tenant, command)
-        priority = min(max(priority, PRIORITY_MIN), PRIORITY_MAX)
-        task_id = ids.task_id()
+        priority = _clamp(priority)
+        task_id = ids.task_id(await self._number(tenant, command))
         self.registry.register(tenant, command)
-        args = (
-            task_id,
-            command,
-            payload,
-            priority,
-            max_attempts or self.settings.max_attempts,
-            webhook or "",
-            idempotency_key or "",
-            tenant,
-            "" if run_at is None else int(run_at.timestamp() * 1000),
-            _ms(delay_seconds or 0),
-            keys.EVENTS_CHANNEL,
-        )
-        # The id -> command key goes first, in the same pipelined write.
-        loc = self.store.execute((b"SET", keys.task_command(tenant, task_id), command))
-        try:
-            reply = await self._run(
-                "create", (q.ready_tier(priority), q.delayed, q.tasks, q.idem, q.waiting), args)
-        except BaseException:
-            _discard(loc)
-            raise
-        await self._settle(loc, "SET")
-        task = task_decoder.decode(reply[1])
-        created = reply[2] == 1
-        if not created:
-            # The key matched an earlier task: the id reserved above is unused.
-            await self._cmd(b"DEL", keys.task_command(tenant, task_id))
-        self._remember(tenant, task.id, command)
+        reply = await self._run(
+            "create", (q.ready_tier(priority), q.tiers, q.delayed, q.tasks, q.payloads, q.idem,
+                       q.waiting),
+            (task_id, payload, priority, max_attempts or self.settings.max_attempts,
+             webhook or "", idempotency_key or "",
+             "" if run_at is None else int(run_at.timestamp() * 1000),
+             _ms(delay_seconds or 0), keys.EVENTS_CHANNEL, tenant, command))
+        return self._created(tenant, command, payload, *reply[1:5])
+
+    def _created(self, tenant: str, command: str, payload: bytes, task_id: bytes, raw: bytes,
+                 created: int, found: bytes | None) -> tuple[Task, bool]:
+        payload = payload if created else (found or b"")
+        task = task_of(task_id.decode(), command, tenant, payload, raw)
         if created:
             self.registry.created(tenant, command)
             if task.visibleAt is not None and task.visibleAt > task.createdAt:
                 self.hint(tenant, command, _ms_of(task.visibleAt))
-        return task, created
+        return task, bool(created)
+
+    async def create_many(self, tenant: str, items: Sequence[CreateTask],
+                          ) -> list[tuple[Task, bool]]:
+        """Create tasks, one script call per command; results in the items' order."""
+        by_command: dict[str, list[int]] = defaultdict(list)
+        for i, item in enumerate(items):
+            by_command[item.command].append(i)
+        out: list[Any] = [None] * len(items)
+        await asyncio.gather(*(self._create_group(tenant, command, [items[i] for i in where],
+                                                  where, out)
+                               for command, where in by_command.items()))
+        return out
+
+    async def _create_group(self, tenant: str, command: str, items: list[CreateTask],
+                            where: list[int], out: list[Any]) -> None:
+        q = self.queue(tenant, command)
+        number = await self._number(tenant, command)
+        self.registry.register(tenant, command)
+        args: list[object] = [keys.EVENTS_CHANNEL, tenant, command]
+        payloads = []
+        for item in items:
+            payload = bytes(item.payload)
+            payloads.append(payload)
+            args += [ids.task_id(number), payload, _clamp(item.priority),
+                     item.maxAttempts or self.settings.max_attempts, item.webhook or "",
+                     item.idempotencyKey or "", _run_at_ms(item), _ms(item.delaySeconds or 0)]
+        reply = await self._run("create_batch", (*q.ready, q.tiers, q.delayed, q.tasks,
+                                                 q.payloads, q.idem, q.waiting), tuple(args))
+        for n, (i, payload) in enumerate(zip(where, payloads, strict=True)):
+            out[i] = self._created(tenant, command, payload, *reply[1 + 4 * n:5 + 4 * n])
 
     async def get(self, tenant: str, task_id: str) -> Task:
         q = await self._queue_of(tenant, task_id)
-        raw = await self._cmd(b"HGET", q.tasks, task_id)
+        raw, payload = await asyncio.gather(self._cmd(b"HGET", q.tasks, task_id),
+                                            self._cmd(b"HGET", q.payloads, task_id))
         if raw is None:
             raise TaskNotFound()
-        return task_decoder.decode(raw)
+        return task_of(task_id, q.command, tenant, payload, raw)
 
     async def get_result(self, tenant: str, task_id: str, wait: float = 0,
-                         gone: asyncio.Future[None] | None = None,
-                         ) -> tuple[Task, ResultRecord]:
+                         gone: asyncio.Future[None] | None = None) -> tuple[Task, Result]:
         """Return a task and its result, waiting up to ``wait`` s for it
         (or until ``gone`` completes)."""
         q = await self._queue_of(tenant, task_id)
@@ -233,12 +269,12 @@ class Engine:
             remaining = 0 if self.draining else deadline - time.monotonic()
             waiter = self.notifier.result_waiter(tenant, task_id) if remaining > 0 else None
             try:
-                reply = await self._run(
-                    "result_wait", (q.tasks, q.results, q.rwaiters),
-                    (task_id, 1 if waiter else 0),
-                )
+                reply = await self._run("result_wait",
+                                        (q.tasks, q.payloads, q.results, q.rwaiters),
+                                        (task_id, 1 if waiter else 0))
                 if reply[0] == 0:
-                    return task_decoder.decode(reply[1]), result_decoder.decode(reply[2])
+                    return (task_of(task_id, q.command, tenant, reply[2], reply[1]),
+                            result_of(task_id, reply[3]))
                 if reply[0] != 6:
                     raise script_error(reply[0])
                 if waiter is None:
@@ -254,17 +290,9 @@ class Engine:
 
     # -- worker side ------------------------------------------------------------
 
-    async def claim(
-        self,
-        tenant: str,
-        commands: Sequence[str],
-        worker: str,
-        *,
-        lease_seconds: float | None = None,
-        wait_seconds: float = 0,
-        count: int = 1,
-        gone: asyncio.Future[None] | None = None,
-    ) -> list[Task]:
+    async def claim(self, tenant: str, commands: Sequence[str], worker: str, *,
+                    lease_seconds: float | None = None, wait_seconds: float = 0,
+                    count: int = 1, gone: asyncio.Future[None] | None = None) -> list[Task]:
         """Claim up to ``count`` tasks, long-polling up to ``wait_seconds``.
 
         A long poll ends early, empty, once ``gone`` completes (the caller
@@ -311,34 +339,34 @@ class Engine:
 
     async def _claim_once(self, tenant: str, commands: list[str], worker: str,
                           lease_ms: int, count: int, wait_ms: int) -> list[Task]:
-        order = commands
-        if len(commands) > 1:
-            # Look at every queue in one pipelined batch, then claim from the
-            # most urgent first. Empty queues stay in the order: a claim on
-            # them is cheap and marks them long-polled when all come up empty.
-            peeks: list[int] = await asyncio.gather(*(
-                self._run("peek", (*self.queue(tenant, c).ready, self.queue(tenant, c).delayed), ())
-                for c in commands
-            ))
-            order = [c for _, c in sorted(zip(peeks, commands, strict=True),
-                                          key=lambda pair: -pair[0])]
+        if len(commands) == 1:
+            return await self._claim_from(tenant, commands[0], worker, lease_ms, count, wait_ms)
+        # Look at every queue in one pipelined round trip (marking the empty
+        # ones long-polled), then claim from the most urgent first, and only
+        # from queues that may hold work.
+        peeks: list[int] = await asyncio.gather(*(
+            self._run("peek", (q.tiers, q.delayed, q.waiting), (wait_ms,))
+            for q in (self.queue(tenant, c) for c in commands)))
+        ranked = sorted((-best, n) for n, best in enumerate(peeks) if best >= 0)
         tasks: list[Task] = []
-        for command in order:
-            q = self.queue(tenant, command)
-            reply = await self._run(
-                "claim",
-                (*q.ready, q.delayed, q.inflight, q.tasks, q.waiting),
-                (worker, lease_ms, ids.lease_token(), count - len(tasks), wait_ms,
-                 keys.EVENTS_CHANNEL, tenant, command),
-            )
-            for raw in reply[1:]:
-                task = task_decoder.decode(raw)
-                self._remember(tenant, task.id, command)
-                tasks.append(task)
-            if len(reply) > 1:
-                self._hint_lease(tenant, command, tasks[-1])
+        for _, n in ranked:
+            tasks += await self._claim_from(tenant, commands[n], worker, lease_ms,
+                                            count - len(tasks), wait_ms)
             if len(tasks) >= count:
                 break
+        return tasks
+
+    async def _claim_from(self, tenant: str, command: str, worker: str, lease_ms: int,
+                          count: int, wait_ms: int) -> list[Task]:
+        q = self.queue(tenant, command)
+        reply = await self._run(
+            "claim", (*q.ready, q.tiers, q.delayed, q.inflight, q.tasks, q.payloads, q.waiting),
+            (worker, lease_ms, ids.lease_token(), count, wait_ms, keys.EVENTS_CHANNEL, tenant,
+             command))
+        tasks = [task_of(reply[i].decode(), command, tenant, reply[i + 2], reply[i + 1])
+                 for i in range(1, len(reply), 3)]
+        if tasks:
+            self._hint_lease(tenant, command, tasks[-1])
         return tasks
 
     def _hint_lease(self, tenant: str, command: str, task: Task) -> None:
@@ -368,11 +396,12 @@ class Engine:
 
     async def abandon(self, tenant: str, task_id: str, worker: str, lease_id: str | None) -> None:
         q = await self._queue_of(tenant, task_id)
-        await self._lease_op("abandon", (*q.ready, q.tasks, q.inflight, q.waiting),
-                             (task_id, worker, lease_id or "", keys.EVENTS_CHANNEL, tenant))
+        await self._lease_op("abandon", (*q.ready, q.tiers, q.tasks, q.inflight, q.waiting),
+                             (task_id, worker, lease_id or "", keys.EVENTS_CHANNEL, tenant,
+                              q.command))
 
     def _retry_keys(self, q: QueueKeys) -> tuple[bytes, ...]:
-        return (*q.ready, q.tasks, q.inflight, q.delayed, q.results, q.done, q.dlq,
+        return (*q.ready, q.tiers, q.tasks, q.inflight, q.delayed, q.results, q.done, q.dlq,
                 q.waiting, q.rwaiters)
 
     async def nack(self, tenant: str, task_id: str, worker: str, lease_id: str | None,
@@ -383,7 +412,8 @@ class Engine:
         reply = await self._lease_op(
             "nack", self._retry_keys(q),
             (task_id, worker, lease_id or "", -1 if delay_seconds is None else _ms(delay_seconds),
-             reason or "", *self._backoff, random.random(), keys.EVENTS_CHANNEL, tenant),
+             reason or "", *self._backoff, random.random(), keys.EVENTS_CHANNEL, tenant,
+             q.command),
         )
         outcome = reply[1].decode()
         if outcome == "dlq":
@@ -394,14 +424,50 @@ class Engine:
 
     async def submit_result(self, tenant: str, task_id: str, worker: str, lease_id: str | None,
                             status: str, result: bytes = b"", error: str | None = None,
-                            artifacts: bytes = b"") -> ResultRecord:
+                            artifacts: bytes = b"") -> Result:
         q = await self._queue_of(tenant, task_id)
-        reply = await self._lease_op(
-            "result", (q.tasks, q.inflight, q.results, q.done, q.rwaiters),
-            (task_id, worker, lease_id or "", status, result, error or "", artifacts,
-             keys.EVENTS_CHANNEL, tenant),
-        )
-        return result_decoder.decode(reply[1])
+        outcome = (await self._results(tenant, q, [(task_id, worker, lease_id or "", status,
+                                                    result, error or "", artifacts)]))[0]
+        if isinstance(outcome, CodeqError):
+            raise outcome
+        return outcome
+
+    async def submit_results(self, tenant: str, worker: str,
+                             items: Sequence[tuple[str, str | None, str, bytes, str | None,
+                                                   bytes]],
+                             ) -> list[Result | CodeqError]:
+        """Submit results (task id, lease id, status, result, error, artifacts),
+        one script call per queue; each outcome in the items' order."""
+        out: list[Result | CodeqError] = [TaskNotFound()] * len(items)
+        queues = await asyncio.gather(*(self._queue_of(tenant, item[0]) for item in items),
+                                      return_exceptions=True)
+        by_command: dict[str, list[int]] = defaultdict(list)
+        for i, q in enumerate(queues):
+            if isinstance(q, QueueKeys):
+                by_command[q.command].append(i)
+            elif not isinstance(q, TaskNotFound):
+                raise q  # the store is down: the whole request fails
+
+        async def one_queue(command: str, where: list[int]) -> None:
+            rows = [(items[i][0], worker, items[i][1] or "", items[i][2], items[i][3],
+                     items[i][4] or "", items[i][5]) for i in where]
+            outcomes = await self._results(tenant, self.queue(tenant, command), rows)
+            for i, outcome in zip(where, outcomes, strict=True):
+                out[i] = outcome
+
+        await asyncio.gather(*(one_queue(c, where) for c, where in by_command.items()))
+        return out
+
+    async def _results(self, tenant: str, q: QueueKeys,
+                       rows: list[tuple[str, str, str, str, bytes, str, bytes]],
+                       ) -> list[Result | CodeqError]:
+        args: list[object] = [keys.EVENTS_CHANNEL, tenant]
+        for row in rows:
+            args += row
+        reply = await self._run("result", (q.tasks, q.inflight, q.results, q.done, q.rwaiters),
+                                tuple(args))
+        return [result_of(row[0], reply[2 * n + 1]) if reply[2 * n] == 0
+                else script_error(reply[2 * n]) for n, row in enumerate(rows)]
 
     # -- upkeep -------------------------------------------------------------------
 
@@ -413,20 +479,43 @@ class Engine:
         """Mark every registered queue due for upkeep; return how many."""
         return await self.upkeep.sweep()
 
+    # -- lifecycle ----------------------------------------------------------------
+
     async def open(self, connect_timeout: float = 5.0, loops: bool = True) -> None:
-        """Connect and start the loops.
+        """Connect, check the store's layout, and start the loops.
 
         A store still down is not fatal: requests get 503 until the
-        reconnect loop gets through.
+        reconnect loop gets through. A store holding another layout of
+        codeQ's keys is (LayoutMismatch).
         """
         self._loop = asyncio.get_running_loop()
         self.store.start()
         self.notifier.start()
-        if not await self.store.wait_connected(connect_timeout):
+        if await self.store.wait_connected(connect_timeout):
+            await self.check_layout()
+        else:
             log.warning("store %s not reachable yet; retrying in the background",
                         redact(self.store.url))
         if loops:
             self.start()
+
+    async def check_layout(self) -> None:
+        """Mark an empty store with this layout; refuse one written by another.
+
+        The layout of 0.1 (a task record as a msgpack map, one id -> command
+        key per task) cannot be read by this version: drain it with 0.1, or
+        flush it.
+        """
+        found = await self._cmd(b"GET", keys.LAYOUT)
+        if found is None:
+            if await self._cmd(b"EXISTS", keys.TENANTS):
+                raise LayoutMismatch(
+                    "the store holds tasks of codeQ 0.1 (key layout 1), which this version "
+                    "cannot read: finish them with codeQ 0.1 or flush the store")
+            await self._cmd(b"SET", keys.LAYOUT, keys.LAYOUT_VERSION, b"NX")
+        elif found != keys.LAYOUT_VERSION:
+            raise LayoutMismatch(f"the store holds codeQ key layout {found.decode()!r}; this "
+                                 f"version reads layout {keys.LAYOUT_VERSION.decode()!r}")
 
     def drain(self) -> None:
         """End every long poll now (shutdown is coming); safe from any thread."""

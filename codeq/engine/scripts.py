@@ -15,15 +15,17 @@ _HEADER_KEY = re.compile(r"^\s*KEYS\[(\d+)(?:\.\.(\d+))?\]", re.MULTILINE)
 # Scripts and how many keys each caller passes; a test checks every header
 # against these counts.
 NUMKEYS = {
-    "create": 5,
-    "claim": 14,
-    "peek": 11,
+    "queue_id": 2,
+    "create": 7,
+    "create_batch": 16,
+    "claim": 16,
+    "peek": 3,
     "heartbeat": 2,
-    "abandon": 13,
-    "nack": 18,
+    "abandon": 14,
+    "nack": 19,
     "result": 5,
-    "result_wait": 3,
-    "tick": 19,
+    "result_wait": 4,
+    "tick": 21,
     "upkeep_take": 2,
     "upkeep_done": 2,
 }

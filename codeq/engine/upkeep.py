@@ -90,25 +90,21 @@ class Upkeep:
                 # Left to its lease, and taken again when it ends; the others go on.
                 log.error("upkeep of %s/%s failed: %s", tenant, command, reply)
                 continue
-            promoted, requeued, dead, next_at, empty, *removed = reply
-            report += Report(1, promoted, requeued, dead, len(removed))
+            promoted, requeued, dead, removed, next_at, empty = reply
+            report += Report(1, promoted, requeued, dead, removed)
             back += [member, next_at]
-            # One DEL a key: each id key has a hash slot of its own (a
-            # multi-key DEL is CROSSSLOT on a cluster); pipelined anyway.
-            follow_ups += [engine._cmd(b"DEL", keys.task_command(tenant, task_id.decode()))
-                           for task_id in removed]
             if empty:
                 follow_ups.append(engine.registry.forget(tenant, command))
         await engine._run("upkeep_done", index, tuple(back))
         for outcome in await asyncio.gather(*follow_ups, return_exceptions=True):
             if isinstance(outcome, BaseException):
-                log.error("upkeep follow-up failed: %s", outcome)
+                log.error("forgetting an empty queue failed: %s", outcome)
         return report
 
     async def _queue(self, tenant: str, command: str) -> list:
         engine, q = self.engine, self.engine.queue(tenant, command)
         return await engine._run(
-            "tick", (*engine._retry_keys(q), q.idem),
+            "tick", (*engine._retry_keys(q), q.payloads, q.idem),
             (TICK_LIMIT, *engine._backoff, random.random(), keys.EVENTS_CHANNEL, tenant, command,
              engine._retention_ms))
 

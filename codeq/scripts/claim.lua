@@ -1,13 +1,15 @@
 --[[
   Claim up to `count` ready tasks of one queue: highest tier first, FIFO
-  within a tier. Due delayed tasks are promoted first, so a claim never
-  waits for the background tick to see them.
+  within a tier, visiting only the tiers that may hold tasks. Due delayed
+  tasks are promoted first, so a claim never waits for the upkeep to see them.
 
   KEYS[1..10] ready     ready lists, tier 9 first
-  KEYS[11]    delayed   zset of delayed ids
-  KEYS[12]    inflight  zset id -> lease until (ms)
-  KEYS[13]    tasks     hash of task records
-  KEYS[14]    waiting   set while a claim long-polls this queue
+  KEYS[11]    tiers     zset of the tiers whose ready list may hold tasks
+  KEYS[12]    delayed   zset of delayed ids
+  KEYS[13]    inflight  zset id -> lease until (ms)
+  KEYS[14]    tasks     hash id -> task record
+  KEYS[15]    payloads  hash id -> payload (JSON text)
+  KEYS[16]    waiting   set while a claim long-polls this queue
 
   ARGV[1] workerId
   ARGV[2] lease      ms
@@ -18,48 +20,47 @@
   ARGV[7] tenant
   ARGV[8] command
 
-  Returns {0, record...}: the claimed task records, possibly none.
+  Returns {0, id, record, payload, ...}: three per claimed task, possibly none.
 ]]
 -- @include common
 
 local worker, lease_ms, lease_id = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local count, wait_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
+local tiers, tasks = KEYS[11], KEYS[14]
 local now = now_ms()
 
 -- Bounded, so a claim stays cheap however many tasks fall due at once.
-local promoted = promote_due(KEYS[11], KEYS[13], now, 100)
+local promoted = promote_due(KEYS[12], tiers, tasks, now, 100)
 
-local out = {0}
+local out, taken = {0}, 0
 local lease_until = now + lease_ms
-for tier = 1, 10 do
-  local want = count - (#out - 1)
+for _, tier in ipairs(redis.call('ZRANGE', tiers, 0, -1)) do
+  local want = count - taken
   if want <= 0 then
     break
   end
-  local ids = redis.call('LPOP', KEYS[tier], want)
-  if ids then
-    for _, id in ipairs(ids) do
-      local task = load_task(KEYS[13], id)
-      if task and task.status == 'PENDING' then
-        task.status = 'IN_PROGRESS'
-        task.attempts = task.attempts + 1
-        task.workerId = worker
-        task.leaseId = lease_id
-        if count > 1 then
-          task.leaseId = lease_id .. '-' .. #out
-        end
-        task.leaseUntil = lease_until / 1000
-        task.updatedAt = now / 1000
-        redis.call('ZADD', KEYS[12], lease_until, id)
-        out[#out + 1] = save_task(KEYS[13], task)
-      end
+  local ids = redis.call('LPOP', ready_key(tonumber(tier)), want)
+  if not ids or #ids < want then
+    redis.call('ZREM', tiers, tier)  -- emptied
+  end
+  for _, id in ipairs(ids or {}) do
+    local t = load_task(tasks, id)
+    if t and t[STATUS] == PENDING then
+      taken = taken + 1
+      t[STATUS], t[ATTEMPTS], t[WORKER] = IN_PROGRESS, t[ATTEMPTS] + 1, worker
+      t[LEASE] = count > 1 and (lease_id .. '-' .. taken) or lease_id
+      t[LEASE_UNTIL], t[UPDATED] = lease_until / 1000, now / 1000
+      redis.call('ZADD', KEYS[13], lease_until, id)
+      out[#out + 1] = id
+      out[#out + 1] = save_task(tasks, id, t)
+      out[#out + 1] = redis.call('HGET', KEYS[15], id)
     end
   end
 end
 
 -- Promoted tasks this claim did not take are news to other long polls.
-announce_ready(KEYS[14], ARGV[6], ARGV[7], ARGV[8], promoted - (#out - 1))
-if #out == 1 and wait_ms > 0 and redis.call('PTTL', KEYS[14]) < wait_ms then
-  redis.call('SET', KEYS[14], '1', 'PX', wait_ms)
+announce_ready(KEYS[16], ARGV[6], ARGV[7], ARGV[8], promoted - taken)
+if taken == 0 and wait_ms > 0 and redis.call('PTTL', KEYS[16]) < wait_ms then
+  redis.call('SET', KEYS[16], '1', 'PX', wait_ms)
 end
 return out

@@ -4,14 +4,15 @@
   has used its last attempt.
 
   KEYS[1..10] ready     ready lists, tier 9 first
-  KEYS[11]    tasks     hash of task records
-  KEYS[12]    inflight  zset id -> lease until (ms)
-  KEYS[13]    delayed   zset of delayed ids
-  KEYS[14]    results   hash of result records
-  KEYS[15]    done      zset id -> finished at (ms)
-  KEYS[16]    dlq       zset of dead-lettered ids
-  KEYS[17]    waiting   set while a claim long-polls this queue
-  KEYS[18]    rwaiters  set of ids whose result is long-polled
+  KEYS[11]    tiers     zset of the tiers whose ready list may hold tasks
+  KEYS[12]    tasks     hash id -> task record
+  KEYS[13]    inflight  zset id -> lease until (ms)
+  KEYS[14]    delayed   zset of delayed ids
+  KEYS[15]    results   hash id -> result record
+  KEYS[16]    done      zset id -> finished at (ms)
+  KEYS[17]    dlq       zset of dead-lettered ids
+  KEYS[18]    waiting   set while a claim long-polls this queue
+  KEYS[19]    rwaiters  set of ids whose result is long-polled
 
   ARGV[1]  id
   ARGV[2]  workerId
@@ -24,30 +25,29 @@
   ARGV[9]  rand      in [0, 1), for the jittered policies
   ARGV[10] channel   events channel
   ARGV[11] tenant
+  ARGV[12] command
 
-  Returns {0, 'requeued', delay ms, visible at ms}, {0, 'dlq'} or {code} (see
-  lease.lua).
+  Returns {0, 'requeued', delay ms, visible at ms}, {0, 'dlq'} or {code}
+  (see lease.lua).
 ]]
 -- @include common
 -- @include lease
 -- @include finish
 -- @include retry
 
-local k = {tasks = KEYS[11], inflight = KEYS[12], delayed = KEYS[13], results = KEYS[14],
-           done = KEYS[15], dlq = KEYS[16], waiting = KEYS[17], rwaiters = KEYS[18]}
+local k = {tiers = KEYS[11], tasks = KEYS[12], inflight = KEYS[13], delayed = KEYS[14],
+           results = KEYS[15], done = KEYS[16], dlq = KEYS[17], waiting = KEYS[18],
+           rwaiters = KEYS[19]}
 local a = {policy = ARGV[6], base = tonumber(ARGV[7]), cap = tonumber(ARGV[8]),
-           rand = tonumber(ARGV[9]), channel = ARGV[10], tenant = ARGV[11]}
+           rand = tonumber(ARGV[9]), channel = ARGV[10], tenant = ARGV[11], command = ARGV[12]}
 
-local now = now_ms()
-local task, code = check_lease(k.tasks, k.inflight, ARGV[1], ARGV[2], ARGV[3], now)
-if not task then
+local id, now = ARGV[1], now_ms()
+local t, code = check_lease(k.tasks, k.inflight, id, ARGV[2], ARGV[3], now)
+if not t then
   return {code}
 end
-local delay = tonumber(ARGV[4])
-if delay > a.cap then
-  delay = a.cap
-end
-local outcome, applied = retry(k, task, delay, ARGV[5], 'MAX_ATTEMPTS', now, a)
+local delay = math.min(tonumber(ARGV[4]), a.cap)
+local outcome, applied = retry(k, id, t, delay, ARGV[5], 'MAX_ATTEMPTS', now, a)
 if outcome == 'dlq' then
   return {0, outcome}
 end

@@ -1,23 +1,21 @@
 --[[
-  Submit the terminal result of an in-progress task (lease owner only).
+  Submit the terminal results of in-progress tasks of one queue (lease
+  owner only), each on its own: one result, or a batch's items of this queue.
 
-  KEYS[1] tasks     hash of task records
+  KEYS[1] tasks     hash id -> task record
   KEYS[2] inflight  zset id -> lease until (ms)
-  KEYS[3] results   hash of result records
+  KEYS[3] results   hash id -> result record
   KEYS[4] done      zset id -> finished at (ms)
   KEYS[5] rwaiters  set of ids whose result is long-polled
 
-  ARGV[1] id
-  ARGV[2] workerId
-  ARGV[3] leaseId    '' when the caller gave none
-  ARGV[4] status     COMPLETED | FAILED
-  ARGV[5] result     JSON text, '' for none
-  ARGV[6] error      '' for none
-  ARGV[7] artifacts  JSON text, '' for none
-  ARGV[8] channel    events channel
-  ARGV[9] tenant
+  ARGV[1] channel   events channel
+  ARGV[2] tenant
+  then 7 per result: id, workerId, leaseId ('' for none), status (COMPLETED |
+  FAILED), result (JSON text, '' for none), error ('' for none), artifacts
+  (JSON text, '' for none)
 
-  Returns {0, result record} or {code} (see lease.lua).
+  Returns {code, record, ...}: two per result, in order; code 0 with the
+  result record, or a code of lease.lua and nil.
 ]]
 -- @include common
 -- @include lease
@@ -25,9 +23,18 @@
 
 local k = {tasks = KEYS[1], inflight = KEYS[2], results = KEYS[3], done = KEYS[4],
            rwaiters = KEYS[5]}
-local now = now_ms()
-local task, code = check_lease(k.tasks, k.inflight, ARGV[1], ARGV[2], ARGV[3], now)
-if not task then
-  return {code}
+local now, out = now_ms(), {}
+for i = 3, #ARGV, 7 do
+  local id = ARGV[i]
+  local t, code = check_lease(k.tasks, k.inflight, id, ARGV[i + 1], ARGV[i + 2], now)
+  if t then
+    local status = ARGV[i + 3] == 'COMPLETED' and COMPLETED or FAILED
+    out[#out + 1] = 0
+    out[#out + 1] = finish(k, id, t, status, ARGV[i + 4], ARGV[i + 5], ARGV[i + 5],
+                           ARGV[i + 6], now, ARGV[1], ARGV[2])
+  else
+    out[#out + 1] = code
+    out[#out + 1] = false
+  end
 end
-return {0, finish(k, task, ARGV[4], ARGV[5], ARGV[6], ARGV[6], ARGV[7], now, ARGV[8], ARGV[9])}
+return out

@@ -6,15 +6,17 @@
   needs upkeep, so the caller can put it back in the due index.
 
   KEYS[1..10] ready     ready lists, tier 9 first
-  KEYS[11]    tasks     hash of task records
-  KEYS[12]    inflight  zset id -> lease until (ms)
-  KEYS[13]    delayed   zset of delayed ids
-  KEYS[14]    results   hash of result records
-  KEYS[15]    done      zset id -> finished at (ms)
-  KEYS[16]    dlq       zset of dead-lettered ids
-  KEYS[17]    waiting   set while a claim long-polls this queue
-  KEYS[18]    rwaiters  set of ids whose result is long-polled
-  KEYS[19]    idem      hash idempotency key -> id
+  KEYS[11]    tiers     zset of the tiers whose ready list may hold tasks
+  KEYS[12]    tasks     hash id -> task record
+  KEYS[13]    inflight  zset id -> lease until (ms)
+  KEYS[14]    delayed   zset of delayed ids
+  KEYS[15]    results   hash id -> result record
+  KEYS[16]    done      zset id -> finished at (ms)
+  KEYS[17]    dlq       zset of dead-lettered ids
+  KEYS[18]    waiting   set while a claim long-polls this queue
+  KEYS[19]    rwaiters  set of ids whose result is long-polled
+  KEYS[20]    payloads  hash id -> payload (JSON text)
+  KEYS[21]    idem      hash idempotency key -> id
 
   ARGV[1] limit      most tasks promoted, leases reaped and tasks removed per call
   ARGV[2] policy     backoff policy (see nack.lua)
@@ -26,32 +28,31 @@
   ARGV[8] command
   ARGV[9] retention  ms finished tasks are kept
 
-  Returns {promoted, requeued, deadLettered, next, empty, removed id...}:
-  next is the time (ms) of the queue's next upkeep, -1 when it needs none;
-  empty is 1 when the queue holds no task at all. The caller deletes the
-  removed ids' id -> command keys.
+  Returns {promoted, requeued, deadLettered, removed, next, empty}: next is
+  the time (ms) of the queue's next upkeep, -1 when it needs none; empty is
+  1 when the queue holds no task at all.
 ]]
 -- @include common
 -- @include finish
 -- @include retry
 
-local k = {tasks = KEYS[11], inflight = KEYS[12], delayed = KEYS[13], results = KEYS[14],
-           done = KEYS[15], dlq = KEYS[16], waiting = KEYS[17], rwaiters = KEYS[18],
-           idem = KEYS[19]}
+local k = {tiers = KEYS[11], tasks = KEYS[12], inflight = KEYS[13], delayed = KEYS[14],
+           results = KEYS[15], done = KEYS[16], dlq = KEYS[17], waiting = KEYS[18],
+           rwaiters = KEYS[19], payloads = KEYS[20], idem = KEYS[21]}
 local a = {policy = ARGV[2], base = tonumber(ARGV[3]), cap = tonumber(ARGV[4]),
-           rand = tonumber(ARGV[5]), channel = ARGV[6], tenant = ARGV[7]}
-local limit, command, retention = tonumber(ARGV[1]), ARGV[8], tonumber(ARGV[9])
+           rand = tonumber(ARGV[5]), channel = ARGV[6], tenant = ARGV[7], command = ARGV[8]}
+local limit, retention = tonumber(ARGV[1]), tonumber(ARGV[9])
 
 local now = now_ms()
 
-local promoted = promote_due(k.delayed, k.tasks, now, limit)
+local promoted = promote_due(k.delayed, k.tiers, k.tasks, now, limit)
 
 local requeued, dead = 0, 0
 local expired = redis.call('ZRANGEBYSCORE', k.inflight, '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(expired) do
-  local task = load_task(k.tasks, id)
-  if task and task.status == 'IN_PROGRESS' then
-    local outcome = retry(k, task, -1, 'lease expired', 'LEASE_EXPIRED', now, a)
+  local t = load_task(k.tasks, id)
+  if t and t[STATUS] == IN_PROGRESS then
+    local outcome = retry(k, id, t, -1, 'lease expired', 'LEASE_EXPIRED', now, a)
     if outcome == 'dlq' then
       dead = dead + 1
     else
@@ -64,18 +65,19 @@ end
 
 local removed = redis.call('ZRANGEBYSCORE', k.done, '-inf', now - retention, 'LIMIT', 0, limit)
 for _, id in ipairs(removed) do
-  local task = load_task(k.tasks, id)
-  if task and task.idempotencyKey and redis.call('HGET', k.idem, task.idempotencyKey) == id then
-    redis.call('HDEL', k.idem, task.idempotencyKey)
+  local t = load_task(k.tasks, id)
+  if t and t[IDEM_KEY] and redis.call('HGET', k.idem, t[IDEM_KEY]) == id then
+    redis.call('HDEL', k.idem, t[IDEM_KEY])
   end
   redis.call('HDEL', k.tasks, id)
+  redis.call('HDEL', k.payloads, id)
   redis.call('HDEL', k.results, id)
   redis.call('ZREM', k.done, id)
   redis.call('ZREM', k.dlq, id)
   redis.call('SREM', k.rwaiters, id)
 end
 
-announce_ready(k.waiting, a.channel, a.tenant, command, promoted)
+announce_ready(k.waiting, a.channel, a.tenant, a.command, promoted)
 
 -- The next upkeep: the first delayed task or lease to fall due, the first
 -- retention to pass, and, while tasks are in flight, at most a retention
@@ -104,8 +106,4 @@ local empty = 0
 if redis.call('HLEN', k.tasks) == 0 then
   empty = 1
 end
-local out = {promoted, requeued, dead, next_at, empty}
-for _, id in ipairs(removed) do
-  out[#out + 1] = id
-end
-return out
+return {promoted, requeued, dead, #removed, next_at, empty}

@@ -28,30 +28,30 @@ local function backoff_ms(policy, base, cap, attempts, rand)
 end
 
 -- Returns 'dlq', or 'requeued' and the delay in ms. delay < 0: use the policy.
-local function retry(k, task, delay, reason, dead_error, now, a)
-  if task.attempts >= task.maxAttempts then
-    finish(k, task, 'FAILED', '', dead_error, reason ~= '' and reason or dead_error, '', now,
+local function retry(k, id, t, delay, reason, dead_error, now, a)
+  if t[ATTEMPTS] >= t[MAX_ATTEMPTS] then
+    finish(k, id, t, FAILED, '', dead_error, reason ~= '' and reason or dead_error, '', now,
            a.channel, a.tenant)
-    redis.call('ZADD', k.dlq, now, task.id)
+    redis.call('ZADD', k.dlq, now, id)
     return 'dlq', 0
   end
   if delay < 0 then
-    delay = backoff_ms(a.policy, a.base, a.cap, task.attempts, a.rand)
+    delay = backoff_ms(a.policy, a.base, a.cap, t[ATTEMPTS], a.rand)
   end
-  redis.call('ZREM', k.inflight, task.id)
-  clear_lease(task)
-  task.status = 'PENDING'
-  task.updatedAt = now / 1000
-  task.visibleAt = (now + delay) / 1000
+  redis.call('ZREM', k.inflight, id)
+  clear_lease(t)
+  t[STATUS] = PENDING
+  t[UPDATED] = now / 1000
+  t[VISIBLE] = (now + delay) / 1000
   if reason ~= '' then
-    task.error = reason
+    t[ERROR] = reason
   end
-  save_task(k.tasks, task)
+  save_task(k.tasks, id, t)
   if delay > 0 then
-    redis.call('ZADD', k.delayed, now + delay, task.id)
+    redis.call('ZADD', k.delayed, now + delay, id)
   else
-    redis.call('RPUSH', ready_key(task.priority), task.id)
-    announce_ready(k.waiting, a.channel, a.tenant, task.command, 1)
+    push_ready(k.tiers, id, t, false)
+    announce_ready(k.waiting, a.channel, a.tenant, a.command, 1)
   end
   return 'requeued', delay
 end
