@@ -19,6 +19,8 @@ from codeq.keys import EVENTS_CHANNEL
 
 log = logging.getLogger("codeq.notify")
 
+QUIET_LIMIT = 10_000  # queues remembered as empty, at most
+
 
 class Notifier:
     """Fan store notifications out to the coroutines waiting in this process."""
@@ -26,6 +28,9 @@ class Notifier:
     def __init__(self, url: str, timeout: float = 5.0) -> None:
         self._ready: dict[tuple[str, str], deque[asyncio.Future[None]]] = {}
         self._results: dict[tuple[str, str], set[asyncio.Future[None]]] = {}
+        # Queues known to hold no task that no waiter here will take, and
+        # until when (monotonic): see known_empty.
+        self._quiet: dict[tuple[str, str], float] = {}
         # Pinged when idle for ``timeout`` and reopened when the PING goes
         # unanswered as long: a subscription that died silently would leave
         # every long poll to wait out its time.
@@ -79,6 +84,24 @@ class Notifier:
         if not fut.done():
             fut.cancel()
 
+    def mark_empty(self, tenant: str, command: str, until: float) -> None:
+        """Note that a claim found the queue empty and left it long-polled
+        (its waiting key alive) until ``until``."""
+        if len(self._quiet) >= QUIET_LIMIT:
+            self._quiet.clear()
+        self._quiet[(tenant, command)] = until
+
+    def known_empty(self, tenant: str, command: str, until: float) -> bool:
+        """Whether a claim on the queue would find nothing for a waiter here
+        to take, as long as a poll waiting until ``until`` lasts.
+
+        True from an empty claim on, while its waiting key makes every new
+        ready task announced, and every announced task had a waiter here to
+        wake; so a long poll can wait at once instead of claiming twice.
+        """
+        quiet = self._quiet.get((tenant, command))
+        return quiet is not None and quiet >= until and self.client.is_connected
+
     def result_waiter(self, tenant: str, task_id: str) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._results.setdefault((tenant, task_id), set()).add(fut)
@@ -123,6 +146,8 @@ class Notifier:
                 n -= 1
         if queue is not None and not queue:
             del self._ready[key]
+        if n > 0:
+            self._quiet.pop(key, None)  # ready tasks no waiter here will take
 
     def wake_all(self) -> None:
         """Let every waiter look again: after a (re)subscribe, when messages
@@ -137,3 +162,4 @@ class Notifier:
                 if not fut.done():
                     fut.set_result(None)
         self._results.clear()
+        self._quiet.clear()

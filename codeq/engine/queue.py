@@ -47,6 +47,10 @@ QUEUE_CACHE_SIZE = 100_000
 # Seconds (at most a tenth of the wait) a long poll stops waiting before its
 # end, for its last look to answer within the time asked.
 LAST_LOOK = 0.05
+# Milliseconds the waiting key of an empty claim outlives its poll: while it
+# lives, later polls of this process that find the queue known empty wait
+# at once (Notifier.known_empty). Its cost: ready tasks are announced that long.
+WAITING_MARGIN_MS = 5000
 
 
 def _ms(seconds: float) -> int:
@@ -303,12 +307,14 @@ class Engine:
         lease_ms = _ms(lease_seconds or self.settings.default_lease_seconds)
         # Stop waiting a little early, so the last look answers in time.
         deadline = time.monotonic() + wait_seconds - min(LAST_LOOK, wait_seconds / 10)
+        first = True
         while True:
             remaining = 0 if self.draining else deadline - time.monotonic()
             waiter = self.notifier.ready_waiter(tenant, commands) if remaining > 0 else None
             try:
-                tasks = await self._claim_once(tenant, commands, worker, lease_ms, count,
-                                               _ms(remaining) + 1000 if waiter else 0)
+                tasks = await self._look(tenant, commands, worker, lease_ms, count,
+                                         deadline if waiter else 0, first)
+                first = False
                 if tasks and gone is not None and gone.done():
                     await self._give_back(tenant, worker, tasks)
                     return []
@@ -326,6 +332,30 @@ class Engine:
             finally:
                 if waiter is not None:
                     self.notifier.drop_ready_waiter(tenant, commands, waiter)
+
+    async def _look(self, tenant: str, commands: list[str], worker: str, lease_ms: int,
+                    count: int, deadline: float, first: bool) -> list[Task]:
+        """Claim once; with a ``deadline`` (monotonic), as a poll that will wait.
+
+        PERF: a new poll on one command that this process knows to be empty
+        waits without a claim that would find nothing: under load every
+        worker's next claim came up empty first, then ran again once woken
+        (two scripts a task). An empty claim's waiting key keeps every new
+        task announced until the time the queue is remembered empty. A poll
+        woken by an announcement always claims.
+        """
+        if not deadline:
+            return await self._claim_once(tenant, commands, worker, lease_ms, count, 0)
+        single = len(commands) == 1
+        if first and single and self.notifier.known_empty(tenant, commands[0], deadline):
+            return []
+        wait_ms = _ms(deadline - time.monotonic()) + WAITING_MARGIN_MS
+        looked = time.monotonic()
+        tasks = await self._claim_once(tenant, commands, worker, lease_ms, count, wait_ms)
+        if single and not tasks:
+            # Less a second for the clocks of this host and the store.
+            self.notifier.mark_empty(tenant, commands[0], looked + wait_ms / 1000 - 1)
+        return tasks
 
     async def _give_back(self, tenant: str, worker: str, tasks: list[Task]) -> None:
         """Abandon tasks claimed for a caller that has left (best effort: an

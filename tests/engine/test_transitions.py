@@ -18,6 +18,7 @@ from codeq.errors import (
     StoreUnavailable,
     TaskNotFound,
 )
+from codeq.schemas import CreateTask, request_decoders
 from tests.engine.conftest import TENANT
 from tests.support import journal_position, refusing_writes, snapshot
 
@@ -418,3 +419,41 @@ async def test_long_poll_survives_a_lost_subscription(make_engine, store):
     task = await create(producer_side)  # published while nobody listens
     # The resubscribe wakes every poll to look again, so none waits it out.
     assert [t.id for t in await asyncio.wait_for(poll, 5)] == [task.id]
+
+
+def evalsha_calls(store) -> int:
+    return int(store.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def poll_waits(store, command="job"):
+    """Wait until a poll claimed, found nothing and waits (its waiting key is set)."""
+    deadline = time.monotonic() + 5
+    while not store.exists(keys.QueueKeys(TENANT, command).waiting):
+        assert time.monotonic() < deadline, "no poll came to wait"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_poll_on_a_queue_known_empty_waits_without_a_claim(engine, store):
+    first = asyncio.ensure_future(engine.claim(TENANT, ["job"], "w1", wait_seconds=5))
+    await poll_waits(store)
+    before = evalsha_calls(store)
+    second = asyncio.ensure_future(engine.claim(TENANT, ["job"], "w2", wait_seconds=5))
+    await asyncio.sleep(0.2)
+    assert evalsha_calls(store) == before  # waits at once: no claim that finds nothing
+    task = await create(engine)
+    claimed = await asyncio.wait_for(first, 5)  # the longest waiting is woken, and claims
+    assert [t.id for t in claimed] == [task.id]
+    task = await create(engine)
+    assert [t.id for t in await asyncio.wait_for(second, 5)] == [task.id]
+
+
+async def test_tasks_no_waiter_here_will_take_end_the_known_empty(engine, store):
+    first = asyncio.ensure_future(engine.claim(TENANT, ["job"], "w1", wait_seconds=5))
+    await poll_waits(store)
+    await engine.create_many(TENANT, [
+        request_decoders[CreateTask].decode(b'{"command": "job", "payload": 1}')] * 2)
+    assert len(await asyncio.wait_for(first, 5)) == 1
+    # One of the two announced tasks had no waiter here: a new poll claims it at once.
+    started = time.monotonic()
+    assert len(await engine.claim(TENANT, ["job"], "w2", wait_seconds=5)) == 1
+    assert time.monotonic() - started < 1
