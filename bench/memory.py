@@ -11,7 +11,6 @@ store it started by PID.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from pathlib import Path

@@ -1,6 +1,7 @@
-"""Enqueue and claim at queue depths of 1,000, 100,000 and 1,000,000
-(``--depths`` and ``--rounds`` choose; ``make bench-ci`` runs a reduced set),
-and the O(1) guard: the deepest queue within 1.3x of the shallowest.
+"""Enqueue and claim, one task or a batch of 100, at queue depths of 1,000,
+100,000 and 1,000,000 (``--depths`` and ``--rounds`` choose; ``make bench-ci``
+runs a reduced set), and the O(1) guard: the deepest queue within 1.3x of
+the shallowest.
 
 Each depth has a queue of its own, filled once; every benchmark keeps its
 queue's depth constant by undoing its operation, untimed, before each round.
@@ -14,13 +15,15 @@ import time
 
 import pytest
 
+from codeq.schemas import CreateTask, request_decoders
 from tests.support import STORE_KIND
 
 TENANT = "default"
 FILL_BATCH = 5000
 PAYLOAD = b'{"to": "ada@example.com", "template": "welcome", "n": 1}'
 O1_RATIO = 1.3
-OPS = ("enqueue", "claim")
+OPS = ("enqueue", "claim", "enqueue_batch", "claim_batch")
+BATCH = 100
 
 
 def depths_of(config) -> list[int]:
@@ -66,7 +69,19 @@ def ops(engine, loop, depth: int):
     def claim():
         assert len(loop.run_until_complete(engine.claim(TENANT, [command], "bench"))) == 1
 
-    return {"enqueue": (create, claim), "claim": (claim, create)}
+    batch = [request_decoders[CreateTask].decode(
+        b'{"command": "%s", "payload": %s}' % (command.encode(), PAYLOAD))] * BATCH
+
+    def create_batch():
+        loop.run_until_complete(engine.create_many(TENANT, batch))
+
+    def claim_batch():
+        tasks = loop.run_until_complete(engine.claim(TENANT, [command], "bench", count=BATCH))
+        assert len(tasks) == BATCH
+
+    return {"enqueue": (create, claim), "claim": (claim, create),
+            "enqueue_batch": (create_batch, claim_batch),
+            "claim_batch": (claim_batch, create_batch)}
 
 
 def pytest_generate_tests(metafunc):
@@ -75,12 +90,18 @@ def pytest_generate_tests(metafunc):
                              [(d, op) for d in depths_of(metafunc.config) for op in OPS])
 
 
+def rounds_of(config, op: str) -> int:
+    """Rounds of a case: a batch moves 100 tasks a round, so it gets a tenth."""
+    rounds = config.getoption("rounds")
+    return rounds // 10 if op.endswith("_batch") else rounds
+
+
 def test_depth(benchmark, engine, loop, filled, depth, op, request):
     timed, undo = ops(engine, loop, depth)[op]
     benchmark.group = op
     benchmark.extra_info.update(op=op, depth=depth)
-    benchmark.pedantic(timed, setup=undo, rounds=request.config.getoption("rounds"),
-                       warmup_rounds=50)
+    benchmark.pedantic(timed, setup=undo, rounds=rounds_of(request.config, op),
+                       warmup_rounds=5)
     assert depth_of(engine, loop, depth) == depth
 
 
@@ -96,7 +117,7 @@ def test_o1_guard(benchmark, engine, loop, filled, op, request):
     times: dict[int, list[float]] = {shallow: [], deep: []}
 
     def rounds():
-        for n in range(request.config.getoption("rounds")):
+        for n in range(rounds_of(request.config, op)):
             for d in (shallow, deep) if n % 2 else (deep, shallow):
                 timed, undo = cases[d]
                 undo()
