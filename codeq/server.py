@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import math
 import multiprocessing
 import signal
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING, Any
+
+import uvloop
 
 from codeq.config import Settings, redact
 from codeq.embedded import EmbeddedStore
+
+if TYPE_CHECKING:
+    from codeq.engine import Engine
 
 log = logging.getLogger("codeq.server")
 
@@ -36,43 +42,30 @@ def build_engine(settings: Settings, store_url: str):
 
 def _worker_main(settings: Settings, store_url: str, sock: socket.socket) -> None:
     """Serve HTTP on an inherited listening socket until told to stop."""
-    import uvicorn
-
     from codeq.api import create_app
     from codeq.embedded import die_with_parent
-    from codeq.protocol import protocol_for
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: object) -> None:
-            # Long polls would hold the shutdown up to 60 s: end them now.
-            engine.drain()
-            super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
     if multiprocessing.parent_process() is not None:
         die_with_parent()
     setup_logging(settings.log_level)
     engine = build_engine(settings, store_url)
-    config = uvicorn.Config(
-        create_app(engine, settings),
-        loop="uvloop",
-        http=protocol_for(settings),  # httptools, with bounds on header size and reads
-        interface="asgi3",  # the app is a plain callable returning a coroutine
-        lifespan="on",
-        access_log=False,
-        server_header=False,
-        log_config=None,  # uvicorn's lines go through our logging format
-        log_level=settings.log_level,
-        # uvicorn takes whole seconds: a fraction is rounded up.
-        timeout_keep_alive=math.ceil(settings.keepalive_timeout),
-        # Long polls end at once on shutdown (drain); this bounds the rest,
-        # a slow client's upload included.
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
-    )
-    # uvicorn re-raises the stop signal once it has shut down gracefully;
-    # with these handlers in place that is a no-op, and the process exits 0.
+    uvloop.run(_serve(settings, engine, create_app(engine, settings), sock))
+
+
+async def _serve(settings: Settings, engine: Engine, app: Any, sock: socket.socket) -> None:
+    """Serve until SIGINT or SIGTERM; then end the long polls and drain, bounded."""
+    from codeq.http import HttpServer
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        engine.drain()  # long polls would hold the drain up to 60 s: end them now
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: None)
-    Server(config).run(sockets=[sock])
+        loop.add_signal_handler(sig, on_signal)
+    await HttpServer(app, settings).serve(sock, stop)
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -75,6 +75,24 @@ def read_response(sock: socket.socket) -> bytes:
     return top + b"\r\n\r\n" + body
 
 
+def read_responses(sock: socket.socket, count: int) -> list[tuple[int, dict[str, str], bytes]]:
+    """Read ``count`` responses, however they are split or joined across reads."""
+    data, found = b"", []
+    while len(found) < count:
+        top, sep, rest = data.partition(b"\r\n\r\n")
+        if sep:
+            status, headers, _ = parse(top + sep)
+            length = int(headers.get("content-length", 0))
+            if len(rest) >= length:
+                found.append((status, headers, rest[:length]))
+                data = rest[length:]
+                continue
+        chunk = sock.recv(64 * KIB)
+        assert chunk, f"closed after {len(found)} responses"
+        data += chunk
+    return found
+
+
 def parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
     """Return status, headers (lower-case names) and body of one response."""
     top, _, body = raw.partition(b"\r\n\r\n")
@@ -187,6 +205,22 @@ def test_a_50_mib_header_stream_is_not_buffered(server):
     with connect(server.port) as sock:
         send(sock, head("GET", "/healthz", "Connection: close"))
         assert parse(read_until_closed(sock))[0] == 200
+
+
+# Pipelining
+
+
+def test_pipelined_requests_are_answered_in_order(server, command):
+    task = json.dumps({"command": command, "payload": {"n": 1}}).encode()
+    claim = json.dumps({"commands": [command]}).encode()
+    with connect(server.port) as sock:
+        # Three requests in one segment: each answered in turn on the same connection.
+        send(sock, head("POST", f"{V1}/tasks", length=len(task)) + task
+               + head("GET", "/healthz")
+               + head("POST", f"{V1}/tasks/claim", length=len(claim)) + claim)
+        created, health, claimed = read_responses(sock, 3)
+    assert created[0] == 202 and health[0] == 200 and claimed[0] == 200
+    assert json.loads(claimed[2])["id"] == json.loads(created[2])["id"]
 
 
 # Read timeouts
