@@ -10,7 +10,6 @@ import falcon.asgi
 
 from codeq.api import claims, health, results, tasks
 from codeq.api.common import Context, send
-from codeq.api.disconnect import Receiver
 from codeq.config import Settings
 from codeq.engine import Engine
 from codeq.errors import (
@@ -67,7 +66,7 @@ def _http_error(req: Any, resp: falcon.asgi.Response, exc: falcon.HTTPError) -> 
     resp.data = json_encoder.encode(body)
 
 
-def create_app(engine: Engine, settings: Settings) -> Receiver:
+def create_app(engine: Engine, settings: Settings) -> falcon.asgi.App:
     """Wire the v1 routes to ``engine``; the store comes with the engine."""
     ctx = Context(engine, settings)
     app = falcon.asgi.App(middleware=[Lifecycle(engine)])  # type: ignore[arg-type]
@@ -89,4 +88,4 @@ def create_app(engine: Engine, settings: Settings) -> Receiver:
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(CodeqError, _codeq_error)
     app.set_error_serializer(_http_error)
-    return Receiver(app)
+    return app

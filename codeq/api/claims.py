@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import falcon
 
 from codeq.api.common import Resource, lease_id, read_body, send, task_id, worker_id
-from codeq.api.disconnect import watch_disconnect
+from codeq.api.disconnect import client_gone
 from codeq.schemas import (
     ClaimBatchRequest,
     ClaimRequest,
@@ -26,11 +26,9 @@ class Claim(Resource):
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         worker = worker_id(req)
         body = await read_body(req, self.ctx, ClaimRequest)
-        with watch_disconnect(req, active=body.waitSeconds > 0) as gone:
-            tasks = await self.ctx.engine.claim(
-                self.ctx.tenant(req), body.commands, worker,
-                lease_seconds=body.leaseSeconds, wait_seconds=body.waitSeconds, gone=gone,
-            )
+        tasks = await self.ctx.engine.claim(
+            self.ctx.tenant(req), body.commands, worker, lease_seconds=body.leaseSeconds,
+            wait_seconds=body.waitSeconds, gone=client_gone(req, body.waitSeconds > 0))
         if tasks:
             send(resp, tasks[0])
         else:
@@ -43,10 +41,10 @@ class ClaimBatch(Resource):
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         worker = worker_id(req)
         body = await read_body(req, self.ctx, ClaimBatchRequest)
-        with watch_disconnect(req, active=body.waitSeconds > 0) as gone:
-            tasks = await self.ctx.engine.claim(
-                self.ctx.tenant(req), body.commands, worker, lease_seconds=body.leaseSeconds,
-                wait_seconds=body.waitSeconds, count=body.count, gone=gone)
+        tasks = await self.ctx.engine.claim(
+            self.ctx.tenant(req), body.commands, worker, lease_seconds=body.leaseSeconds,
+            wait_seconds=body.waitSeconds, count=body.count,
+            gone=client_gone(req, body.waitSeconds > 0))
         if tasks:
             send(resp, Tasks(tasks=tasks))
         else:

@@ -16,7 +16,7 @@ from codeq.api.common import (
     task_id,
     worker_id,
 )
-from codeq.api.disconnect import watch_disconnect
+from codeq.api.disconnect import client_gone
 from codeq.errors import BadRequest, CodeqError
 from codeq.schemas import (
     MAX_RESULT_WAIT_SECONDS,
@@ -40,9 +40,8 @@ class TaskResult(Resource):
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, id: str) -> None:
         tid = task_id(id)
         wait = query_seconds(req, "waitSeconds", MAX_RESULT_WAIT_SECONDS)
-        with watch_disconnect(req, active=wait > 0) as gone:
-            task, result = await self.ctx.engine.get_result(self.ctx.tenant(req), tid, wait,
-                                                            gone=gone)
+        task, result = await self.ctx.engine.get_result(self.ctx.tenant(req), tid, wait,
+                                                        gone=client_gone(req, wait > 0))
         send(resp, TaskWithResult(task=task, result=result))
 
 

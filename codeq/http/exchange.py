@@ -21,6 +21,7 @@ BODILESS = frozenset({204, 304, *range(100, 200)})
 DISCONNECT = {"type": "http.disconnect"}
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 CLOSE = b"connection: close\r\n"
+GONE = "codeq.gone"  # scope key of Exchange.gone
 
 
 def error_response(error: CodeqError, date: bytes) -> bytes:
@@ -41,8 +42,8 @@ class Exchange:
     """
 
     __slots__ = ("chunked", "chunks", "conn", "continue_expected", "delivered", "disconnected",
-                 "finished", "head_only", "head_sent", "headers", "keep_alive", "more_body",
-                 "scope", "started", "status", "task", "waiter")
+                 "finished", "gone_future", "head_only", "head_sent", "headers", "keep_alive",
+                 "more_body", "scope", "started", "status", "task", "waiter")
 
     def __init__(self, conn: Connection, scope: dict[str, Any], keep_alive: bool,
                  continue_expected: bool) -> None:
@@ -63,6 +64,8 @@ class Exchange:
         self.headers: Any = ()
         self.waiter: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
+        self.gone_future: asyncio.Future[None] | None = None
+        scope[GONE] = self.gone
 
     # -- fed by the connection ------------------------------------------------
 
@@ -79,6 +82,17 @@ class Exchange:
         """The client is gone (or will get no answer from the app): end any wait."""
         self.disconnected = True
         self._wake()
+        if self.gone_future is not None and not self.gone_future.done():
+            self.gone_future.set_result(None)
+
+    def gone(self) -> asyncio.Future[None]:
+        """Return a future done once the client is gone (the ``codeq.gone`` scope
+        extension: a long poll watches it instead of a task reading ``receive``)."""
+        if self.gone_future is None:
+            self.gone_future = self.conn.loop.create_future()
+            if self.disconnected:
+                self.gone_future.set_result(None)
+        return self.gone_future
 
     def buffered(self) -> int:
         return sum(map(len, self.chunks))
