@@ -68,6 +68,18 @@ async def _serve(settings: Settings, engine: Engine, app: Any, sock: socket.sock
     await HttpServer(app, settings).serve(sock, stop)
 
 
+async def _check_store(settings: Settings, url: str) -> None:
+    """Refuse, before any server process starts, a store of another key layout
+    (LayoutMismatch); a store not reachable yet is checked by each process."""
+    engine = build_engine(settings, url)
+    engine.store.start()
+    try:
+        if await engine.store.wait_connected(settings.store_timeout):
+            await engine.check_layout()
+    finally:
+        await engine.store.close()
+
+
 def _listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -92,6 +104,7 @@ def run(settings: Settings) -> int:
         store.start()
         url = store.url
     try:
+        uvloop.run(_check_store(settings, url))
         sock = _listen(settings.host, settings.port)
         log.info("codeQ listening on http://%s:%d with %d process(es), store %s",
                  settings.host, sock.getsockname()[1], settings.workers, redact(url))

@@ -21,6 +21,7 @@ from codeq.keys import QueueKeys
 from tests.support import (
     STORE_KIND,
     CodeqServer,
+    StoreServer,
     alive,
     children,
     cmdline,
@@ -239,3 +240,16 @@ def test_a_killed_serve_leaves_nothing_running_and_frees_its_data_dir():
 
     again = CodeqServer("--data-dir", data_dir, "--log-level", "warning").start()
     assert again.stop() == 0
+
+
+def test_a_store_of_another_layout_is_refused_with_a_clear_message():
+    store = StoreServer().start()
+    try:
+        with store.client() as view:
+            view.sadd("codeq:tenants", "default")  # what codeQ 0.1 left behind
+        proc = codeq_cli("serve", "--port", "0", "--store-url", store.url, "--workers", "2")
+        assert proc.returncode == 1
+        assert "codeQ 0.1" in proc.stderr and "flush" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    finally:
+        store.cleanup()
