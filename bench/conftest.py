@@ -11,6 +11,12 @@ from codeq.engine import Engine, Notifier
 from tests.support import StoreServer
 
 
+def pytest_collection_modifyitems(config, items):
+    # Filling queues to a million tasks outlasts the tests' own time limit.
+    for item in items:
+        item.add_marker(pytest.mark.timeout(1800))
+
+
 def pytest_addoption(parser):
     group = parser.getgroup("codeq bench")
     group.addoption("--depths", default="1000,100000,1000000",
