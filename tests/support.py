@@ -250,6 +250,19 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def parse_response(raw: bytes) -> tuple[int, dict[str, str], bytes, bytes]:
+    """Split one HTTP response off ``raw``: its status, headers (lower-case
+    names), body (framed by content-length; none without one), and the rest."""
+    top, _, rest = raw.partition(b"\r\n\r\n")
+    status_line, *lines = top.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", 0))
+    return int(status_line.split()[1]), headers, rest[:length], rest[length:]
+
+
 def snapshot(client: redis.Redis) -> dict[bytes, bytes]:
     """Every key of the store with its serialized value, to prove nothing changed."""
     return {key: client.dump(key) for key in sorted(client.keys("*"))}

@@ -7,7 +7,6 @@ import threading
 import time
 import uuid
 
-import httpx
 import pytest
 
 from codeq.keys import QueueKeys
@@ -15,12 +14,6 @@ from tests.support import wait_until
 
 V1 = "/v1/codeq"
 
-
-@pytest.fixture
-def api(codeq_server, command):
-    with httpx.Client(base_url=codeq_server.base, timeout=40) as client:
-        client.command = command
-        yield client
 
 
 def create_batch(api, items):

@@ -9,19 +9,12 @@ import time
 import uuid
 
 import httpx
-import pytest
 
 from tests.support import wait_until
 
 V1 = "/v1/codeq"
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 
-
-@pytest.fixture
-def api(codeq_server, command):
-    with httpx.Client(base_url=codeq_server.base, timeout=40) as client:
-        client.command = command
-        yield client
 
 
 def create(api, **body):

@@ -16,7 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import CodeqServer, alive, cmdline, process_tree, wait_until
+from tests.support import (
+    CodeqServer,
+    alive,
+    cmdline,
+    parse_response,
+    process_tree,
+    wait_until,
+)
 
 V1 = "/v1/codeq"
 KIB = 1024
@@ -95,13 +102,7 @@ def read_responses(sock: socket.socket, count: int) -> list[tuple[int, dict[str,
 
 def parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
     """Return status, headers (lower-case names) and body of one response."""
-    top, _, body = raw.partition(b"\r\n\r\n")
-    status_line, *lines = top.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return int(status_line.split()[1]), headers, body
+    return parse_response(raw)[:3]
 
 
 def error_of(raw: bytes) -> tuple[int, str]:

@@ -16,6 +16,7 @@ import pytest
 from codeq.config import Settings
 from codeq.http.connection import HIGH_WATER, Connection
 from codeq.http.server import HttpServer
+from tests.support import parse_response
 
 GET = b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n"
 
@@ -87,15 +88,8 @@ def responses(raw: bytes) -> list[tuple[int, dict[str, str], bytes]]:
     """Split ``raw`` into responses framed by content-length (or bodiless)."""
     out = []
     while raw:
-        top, _, rest = raw.partition(b"\r\n\r\n")
-        status_line, *lines = top.decode("latin-1").split("\r\n")
-        headers = {}
-        for line in lines:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", 0))
-        out.append((int(status_line.split()[1]), headers, rest[:length]))
-        raw = rest[length:]
+        status, headers, body, raw = parse_response(raw)
+        out.append((status, headers, body))
     return out
 
 
