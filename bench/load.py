@@ -64,10 +64,14 @@ class Connection:
 
 
 async def client_loop(conn: Connection, worker: str, command: str, budget: list[int],
-                      deadline: float, latencies: dict[str, list[float]]) -> int:
+                      deadline: float, latencies: dict[str, list[float]],
+                      webhook: str | None = None) -> int:
     done = 0
     worker_header = f"X-Worker-Id: {worker}\r\n"
-    create_body = json.dumps({"command": command, "payload": {"to": "ada@example.com"}}).encode()
+    create = {"command": command, "payload": {"to": "ada@example.com"}}
+    if webhook:
+        create["webhook"] = webhook
+    create_body = json.dumps(create).encode()
     claim_body = json.dumps({"commands": [command], "leaseSeconds": 60}).encode()
     clock = time.perf_counter
     while budget[0] > 0 and clock() < deadline:
@@ -97,7 +101,7 @@ async def client_loop(conn: Connection, worker: str, command: str, budget: list[
 
 
 async def drive(host: str, port: int, clients: int, tasks: int, duration: float,
-                command: str) -> dict:
+                command: str, webhook: str | None = None) -> dict:
     conns = [Connection(host, port) for _ in range(clients)]
     await asyncio.gather(*(c.open() for c in conns))
     latencies: dict[str, list[float]] = {"create": [], "claim": [], "result": []}
@@ -105,7 +109,7 @@ async def drive(host: str, port: int, clients: int, tasks: int, duration: float,
     started = time.perf_counter()
     deadline = started + duration
     counts = await asyncio.gather(*(
-        client_loop(c, f"load-{i}", command, budget, deadline, latencies)
+        client_loop(c, f"load-{i}", command, budget, deadline, latencies, webhook)
         for i, c in enumerate(conns)
     ))
     elapsed = time.perf_counter() - started

@@ -27,10 +27,11 @@ def _parser() -> argparse.ArgumentParser:
             dest, flag = "store_url_flag", option.flag
         else:
             dest, flag = option.name, option.flag
+        many = isinstance(option.default, tuple)
         serve.add_argument(
             flag, dest=dest, metavar=option.name.upper(), choices=option.choices,
             help=f"{option.help} [env {option.env}] (default: {option.default!r})",
-            default=None,
+            default=None, action="append" if many else "store",
         )
     return parser
 

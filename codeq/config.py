@@ -60,6 +60,22 @@ class Settings:
                                 "is declared dead and reopened; idle connections are pinged "
                                 "this often")
     log_level: str = _opt("info", "log level", ("debug", "info", "warning", "error"))
+    public_url: str = _opt("", "base URL clients reach this service at, for the claimUrl of "
+                           "availability webhooks; empty: http://<host>:<port>")
+    webhook_secret: str = _opt("", "key of the HMAC-SHA256 signature on every outbound POST "
+                               "(X-CodeQ-Signature); empty: unsigned")
+    webhook_allow: tuple[str, ...] = _opt((), "destinations opened to webhooks despite the "
+                                          "outbound policy: CIDRs or host names (repeat the "
+                                          "flag, or separate with commas)")
+    callback_max_attempts: int = _opt(8, "delivery attempts of a result callback before it "
+                                      "is kept as failed")
+    callback_timeout: float = _opt(10.0, "seconds one callback POST may take, connect "
+                                   "included")
+    callback_backoff_base_seconds: float = _opt(2.0, "delay before a callback's first retry; "
+                                                "each next one is 4 times longer, jittered")
+    callback_backoff_max_seconds: float = _opt(900.0, "longest delay between two attempts of "
+                                               "a callback")
+    callback_concurrency: int = _opt(64, "callback POSTs in flight at once, per server process")
 
     def __post_init__(self) -> None:
         problems = validate(self)
@@ -75,7 +91,7 @@ class Option:
     """One setting as the command line and the environment see it."""
 
     name: str
-    type: type
+    type: Any
     default: Any
     help: str
     choices: tuple[str, ...] | None
@@ -89,7 +105,14 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
 
-_TYPES = {"str": str, "int": int, "float": float}
+def _names(raw: Any) -> tuple[str, ...]:
+    """A list setting: a TOML list, a comma-separated string, or repeated flags."""
+    items = raw if isinstance(raw, list | tuple) else [raw]
+    return tuple(part.strip() for item in items for part in str(item).split(",")
+                 if part.strip())
+
+
+_TYPES: dict[str, Any] = {"str": str, "int": int, "float": float, "tuple[str, ...]": _names}
 OPTIONS: tuple[Option, ...] = tuple(
     Option(f.name, _TYPES[str(f.type)], f.default, f.metadata["help"], f.metadata["choices"])
     for f in fields(Settings)
@@ -121,6 +144,19 @@ def validate(s: Settings) -> list[str]:
         problems.append("max_body_bytes must be at least 1024")
     if s.max_header_bytes < 1024:
         problems.append("max_header_bytes must be at least 1024")
+    if s.callback_max_attempts < 1:
+        problems.append("callback_max_attempts must be at least 1")
+    if s.callback_concurrency < 1:
+        problems.append("callback_concurrency must be at least 1")
+    for name in ("callback_timeout", "callback_backoff_max_seconds"):
+        if getattr(s, name) <= 0:
+            problems.append(f"{name} must be positive")
+    if s.callback_backoff_base_seconds < 0:
+        problems.append("callback_backoff_base_seconds must not be negative")
+    # Imported here: codeq.push imports this module.
+    from codeq.push.destinations import allow_problems
+
+    problems += allow_problems(s.webhook_allow)
     return problems
 
 
@@ -138,7 +174,7 @@ def _convert(option: Option, raw: Any, source: str) -> Any:
     try:
         value = option.type(raw)
     except (TypeError, ValueError):
-        kind = option.type.__name__
+        kind = getattr(option.type, "__name__", "list")
         raise ValueError(f"{source}: {option.name} must be a {kind}, got {raw!r}") from None
     if option.choices and value not in option.choices:
         raise ValueError(f"{source}: {option.name} must be one of {', '.join(option.choices)}")

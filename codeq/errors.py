@@ -62,6 +62,11 @@ class ResultNotFound(NotFound):
     default_message = "the task has no result yet"
 
 
+class SubscriptionNotFound(NotFound):
+    code = "SUBSCRIPTION_NOT_FOUND"
+    default_message = "subscription not found (unknown, deleted or expired)"
+
+
 class MethodNotAllowed(CodeqError):
     status = 405
     code = "METHOD_NOT_ALLOWED"

@@ -14,7 +14,17 @@ Layout (cluster-safe: one script only ever touches keys of one hash tag):
     codeq:{<tenant>:<command>}:idem           hash idempotency key -> id
     codeq:{<tenant>:<command>}:waiting        string, set while a claim long-polls
     codeq:{<tenant>:<command>}:rwaiters       set of ids whose result is long-polled
+    codeq:{<tenant>:<command>}:outbox         zset id -> when its result callback is next
+                                              due (ms); while a dispatcher holds it, the
+                                              end of its lease
+    codeq:{<tenant>:<command>}:callbacks      hash id -> callback record (msgpack array)
     codeq:{<tenant>}:commands                 set of the tenant's commands that hold tasks
+    codeq:{<tenant>}:subs                     hash subscription id -> record (msgpack array)
+    codeq:{<tenant>}:subs:expiry              zset subscription id -> expires at (ms)
+    codeq:{<tenant>}:subs:last                hash subscription id -> last notified (ms)
+    codeq:{<tenant>}:subs:turns               hash groupId -> notifications of the group
+    codeq:{<tenant>}:subs:command:<command>   set of the ids of subscriptions naming it
+    codeq:{<tenant>}:subs:any                 set of the ids of subscriptions naming none
     codeq:tenants                             set of tenants
     codeq:{due:<0..7>}:queues                 zset <tenant>:<command> -> when that queue next
                                               needs upkeep (ms); a queue's shard by crc32
@@ -52,12 +62,14 @@ class QueueKeys:
     """The keys of one (tenant, command) queue, all under one hash tag."""
 
     __slots__ = (
+        "callbacks",
         "command",
         "delayed",
         "dlq",
         "done",
         "idem",
         "inflight",
+        "outbox",
         "payloads",
         "ready",
         "results",
@@ -87,6 +99,8 @@ class QueueKeys:
         self.idem = f"{prefix}idem".encode()
         self.waiting = f"{prefix}waiting".encode()
         self.rwaiters = f"{prefix}rwaiters".encode()
+        self.outbox = f"{prefix}outbox".encode()
+        self.callbacks = f"{prefix}callbacks".encode()
 
     def ready_tier(self, priority: int) -> bytes:
         """Return the ready list of one priority tier."""
@@ -96,6 +110,27 @@ class QueueKeys:
 def tenant_commands(tenant: str) -> bytes:
     """Return the set of the tenant's commands whose queues hold tasks."""
     return f"codeq:{{{tenant}}}:commands".encode()
+
+
+class SubscriptionKeys:
+    """The keys of a tenant's availability subscriptions, all under its hash tag."""
+
+    __slots__ = ("any", "expiry", "last", "prefix", "subs", "turns")
+
+    def __init__(self, tenant: str) -> None:
+        self.prefix = f"codeq:{{{tenant}}}:subs"
+        self.subs = self.prefix.encode()
+        self.expiry = f"{self.prefix}:expiry".encode()
+        self.last = f"{self.prefix}:last".encode()
+        self.turns = f"{self.prefix}:turns".encode()
+        self.any = f"{self.prefix}:any".encode()
+
+    def command(self, command: str) -> bytes:
+        return f"{self.prefix}:command:{command}".encode()
+
+    def sets(self, event_types: list[str]) -> tuple[bytes, ...]:
+        """The command sets a subscription naming ``event_types`` is in."""
+        return tuple(self.command(c) for c in event_types) if event_types else (self.any,)
 
 
 # The due index is spread over a fixed number of hash tags: a tick reads all

@@ -93,6 +93,25 @@ class BatchResultItem(ResultRequest, kw_only=True):
     taskId: Annotated[str, Meta(pattern=UUID_PATTERN)]
 
 
+MAX_SUBSCRIPTION_TTL = 24 * 3600
+MAX_MIN_INTERVAL = 3600
+
+
+class SubscribeRequest(Body):
+    callbackUrl: Annotated[str, Meta(min_length=1, max_length=2048)]
+    eventTypes: Annotated[list[CommandName], Meta(max_length=MAX_COMMANDS_PER_CLAIM)] = field(
+        default_factory=list)
+    ttlSeconds: Annotated[float, Meta(ge=1, le=MAX_SUBSCRIPTION_TTL)] = 300
+    deliveryMode: Literal["fanout", "group", "hash"] = "fanout"
+    groupId: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
+    minIntervalSeconds: Annotated[float, Meta(ge=0, le=MAX_MIN_INTERVAL)] = 5
+
+
+class Subscription(Struct):
+    subscriptionId: str
+    expiresAt: datetime
+
+
 # A batch is decoded as raw items, each then decoded on its own: a bad item
 # fails alone, with its own error.
 Items = Annotated[list[Raw], Meta(min_length=1, max_length=MAX_BATCH)]
@@ -144,7 +163,28 @@ class StoredResult(Struct, array_like=True):
     artifacts: str | None = None
 
 
+class StoredCallback(Struct, array_like=True):
+    """A result callback's record (common.lua): status is CALLBACK_STATUSES' index."""
+
+    status: int
+    attempts: int
+    lastError: str | None = None
+    deliveryId: str = ""
+    taker: str | None = None
+
+
+CALLBACK_STATUSES = ("pending", "delivered", "failed")
+
+
 # -- responses --------------------------------------------------------------------
+
+
+class CallbackState(Struct, kw_only=True, omit_defaults=True):
+    """Where a task's result callback stands: pending, delivered or failed."""
+
+    status: str
+    attempts: int
+    lastError: str | None = None
 
 
 class Task(Struct, kw_only=True, omit_defaults=True):
@@ -166,6 +206,7 @@ class Task(Struct, kw_only=True, omit_defaults=True):
     tenantId: str | None = None
     createdAt: datetime
     updatedAt: datetime
+    callback: CallbackState | None = None
 
 
 class Result(Struct, kw_only=True, omit_defaults=True):
@@ -221,9 +262,17 @@ class Tasks(Struct):
 request_decoders: dict[type, msgspec.json.Decoder] = {
     kind: msgspec.json.Decoder(kind)
     for kind in (CreateTask, ClaimRequest, LeaseBody, HeartbeatRequest, NackRequest, ResultRequest,
-                 BatchResultItem, CreateBatch, ClaimBatchRequest, ResultBatch)
+                 BatchResultItem, CreateBatch, ClaimBatchRequest, ResultBatch, SubscribeRequest)
 }
 # strict=False: stored times are float seconds, decoded into datetimes.
 stored_task_decoder = msgspec.msgpack.Decoder(StoredTask, strict=False)
 stored_result_decoder = msgspec.msgpack.Decoder(StoredResult, strict=False)
+stored_callback_decoder = msgspec.msgpack.Decoder(StoredCallback)
+
+
+def callback_of(raw: bytes) -> CallbackState:
+    """Return the API view of a stored callback record."""
+    s = stored_callback_decoder.decode(raw)
+    return CallbackState(status=CALLBACK_STATUSES[s.status], attempts=s.attempts,
+                         lastError=s.lastError)
 json_encoder = msgspec.json.Encoder()

@@ -9,6 +9,7 @@ every database number, so database numbers cannot separate tests there).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -91,7 +92,8 @@ def store_view(store_server):
 @pytest.fixture
 def command(request):
     """A command name of this test's own, so tests sharing a server never meet."""
-    return "t." + request.node.name.replace("[", ".").replace("]", "")[:100].replace("-", "_")
+    name = request.node.name.replace("[", ".").replace("]", "")
+    return "t." + re.sub(r"[^A-Za-z0-9._:]", "_", name)[:100]
 
 
 @pytest.fixture(scope="session")

@@ -381,3 +381,72 @@ class _ProxiedConnection:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+
+
+class Receiver:
+    """A webhook receiver on loopback that records every POST it gets.
+
+    ``answers`` are the statuses of the first requests in turn (then 200);
+    ``hang`` holds each request unanswered until ``release()``.
+    """
+
+    def __init__(self, answers: list[int] | None = None, hang: bool = False) -> None:
+        import http.server
+
+        self.answers = list(answers or [])
+        self.hang = hang
+        self.released = threading.Event()
+        self.got: list[tuple[str, dict[str, str], bytes]] = []  # (path, headers, body)
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with receiver.lock:
+                    receiver.got.append((self.path, dict(self.headers), body))
+                    status = receiver.answers.pop(0) if receiver.answers else 200
+                if receiver.hang:
+                    receiver.released.wait(60)
+                    return
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 1024  # the listen backlog: codeQ sends many at once
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def __enter__(self) -> Receiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def release(self) -> None:
+        self.hang = False
+        self.released.set()
+
+    def bodies(self) -> list[dict[str, Any]]:
+        import json
+
+        with self.lock:
+            return [json.loads(body) for _, _, body in self.got]
+
+    def wait_for(self, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
+        """Wait until at least ``count`` POSTs arrived; return their bodies."""
+        wait_until(lambda: len(self.got) >= count, timeout, what=f"{count} webhook POST(s)")
+        return self.bodies()

@@ -20,8 +20,15 @@ def test_readme_configuration_table_lists_every_setting_with_its_default():
         assert f"`{option.env}`" in row
         default = getattr(Settings(), option.name)
         if default != "":
-            shown = f"{default:g}" if isinstance(default, float) else str(default)
-            assert f"| {shown} |" in row, (option.name, row)
+            assert f"| {_shown(default)} |" in row, (option.name, row)
+
+
+def _shown(default: object) -> str:
+    if isinstance(default, float):
+        return f"{default:g}"
+    if isinstance(default, tuple):
+        return ", ".join(default) or "none"
+    return str(default)
 
 
 def test_readme_quick_start_is_the_two_make_targets():

@@ -8,7 +8,7 @@ from typing import Any
 import falcon
 import falcon.asgi
 
-from codeq.api import claims, health, results, tasks
+from codeq.api import claims, health, results, subscriptions, tasks
 from codeq.api.common import Context, send
 from codeq.config import Settings
 from codeq.engine import Engine
@@ -19,6 +19,7 @@ from codeq.errors import (
     PayloadTooLarge,
     StoreUnavailable,
 )
+from codeq.push import Push
 from codeq.schemas import json_encoder
 
 log = logging.getLogger("codeq.api")
@@ -26,15 +27,18 @@ PREFIX = "/v1/codeq"
 
 
 class Lifecycle:
-    """Open the engine on ASGI startup and close it on shutdown."""
+    """Open the engine and start push on ASGI startup; the reverse on shutdown."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, push: Push) -> None:
         self.engine = engine
+        self.push = push
 
     async def process_startup(self, scope: dict, event: dict) -> None:
         await self.engine.open()
+        self.push.start()
 
     async def process_shutdown(self, scope: dict, event: dict) -> None:
+        await self.push.stop()
         await self.engine.close()
 
 
@@ -68,8 +72,9 @@ def _http_error(req: Any, resp: falcon.asgi.Response, exc: falcon.HTTPError) -> 
 
 def create_app(engine: Engine, settings: Settings) -> falcon.asgi.App:
     """Wire the v1 routes to ``engine``; the store comes with the engine."""
-    ctx = Context(engine, settings)
-    app = falcon.asgi.App(middleware=[Lifecycle(engine)])  # type: ignore[arg-type]
+    push = Push(engine, settings)
+    ctx = Context(engine, settings, push)
+    app = falcon.asgi.App(middleware=[Lifecycle(engine, push)])  # type: ignore[arg-type]
     app.req_options.strip_url_path_trailing_slash = True
 
     app.add_route("/healthz", health.Health())
@@ -84,6 +89,10 @@ def create_app(engine: Engine, settings: Settings) -> falcon.asgi.App:
     app.add_route(f"{PREFIX}/tasks/{{id}}/abandon", claims.Abandon(ctx))
     app.add_route(f"{PREFIX}/tasks/{{id}}/nack", claims.Nack(ctx))
     app.add_route(f"{PREFIX}/tasks/{{id}}/result", results.TaskResult(ctx))
+    app.add_route(f"{PREFIX}/workers/subscriptions", subscriptions.Subscribe(ctx))
+    app.add_route(f"{PREFIX}/workers/subscriptions/{{id}}", subscriptions.OneSubscription(ctx))
+    app.add_route(f"{PREFIX}/workers/subscriptions/{{id}}/heartbeat",
+                  subscriptions.SubscriptionHeartbeat(ctx))
 
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(CodeqError, _codeq_error)

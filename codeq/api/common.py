@@ -15,6 +15,7 @@ from codeq.schemas import CreateBatch, ResultBatch, json_encoder, request_decode
 if TYPE_CHECKING:
     from codeq.config import Settings
     from codeq.engine import Engine
+    from codeq.push import Push
 
 T = TypeVar("T")
 
@@ -24,11 +25,12 @@ BATCHES = (CreateBatch, ResultBatch)
 
 
 class Context:
-    """What every resource needs: the engine, settings, the caller's tenant."""
+    """What every resource needs: the engine, settings, push, the caller's tenant."""
 
-    def __init__(self, engine: Engine, settings: Settings) -> None:
+    def __init__(self, engine: Engine, settings: Settings, push: Push) -> None:
         self.engine = engine
         self.settings = settings
+        self.push = push
 
     def tenant(self, req: falcon.asgi.Request) -> str:
         # Authentication will name the tenant; until then one is configured.
@@ -137,6 +139,14 @@ def _bad_utf8_path(data: bytes, depth: int = _PATH_DEPTH) -> str | None:
                 return name
             return f"{name}{inner}" if inner.startswith("[") else f"{name}.{inner}"
     return None
+
+
+def check_url(ctx: Context, url: str | None, name: str) -> None:
+    """Refuse a webhook URL the outbound policy would never call."""
+    if url is not None:
+        problem = ctx.push.url_problem(url)
+        if problem is not None:
+            raise BadRequest(f"{name} {problem}", field=name)
 
 
 def task_id(raw: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon
 
-from codeq.api.common import Resource, decode_items, read_body, send, task_id
+from codeq.api.common import Resource, check_url, decode_items, read_body, send, task_id
 from codeq.errors import BadRequest
 from codeq.schemas import CreateBatch, CreateTask
 
@@ -14,6 +14,7 @@ class Tasks(Resource):
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         body = await read_body(req, self.ctx, CreateTask)
+        check_url(self.ctx, body.webhook, "webhook")
         task, _ = await self.ctx.engine.create(
             self.ctx.tenant(req),
             body.command,
@@ -33,11 +34,20 @@ class TaskBatch(Resource):
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         body = await read_body(req, self.ctx, CreateBatch)
-        items = decode_items(body.tasks, CreateTask)
+        items = [self._checked(item) for item in decode_items(body.tasks, CreateTask)]
         good = [item for item in items if not isinstance(item, BadRequest)]
         created = iter(await self.ctx.engine.create_many(self.ctx.tenant(req), good))
         send(resp, {"results": [item.to_dict() if isinstance(item, BadRequest)
                                 else {"task": next(created)[0]} for item in items]})
+
+
+    def _checked(self, item: CreateTask | BadRequest) -> CreateTask | BadRequest:
+        if isinstance(item, CreateTask):
+            try:
+                check_url(self.ctx, item.webhook, "webhook")
+            except BadRequest as exc:
+                return exc
+        return item
 
 
 class Task(Resource):

@@ -18,7 +18,7 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +28,7 @@ from codeq.config import Settings, redact
 from codeq.engine import scripts
 from codeq.engine.notify import Notifier
 from codeq.engine.registry import Registry
+from codeq.engine.subscriptions import Subscriptions
 from codeq.engine.upkeep import Report, Upkeep
 from codeq.errors import (
     CodeqError,
@@ -37,7 +38,7 @@ from codeq.errors import (
     script_error,
 )
 from codeq.keys import PRIORITY_MAX, PRIORITY_MIN, QueueKeys
-from codeq.schemas import CreateTask, Result, Task, result_of, task_of
+from codeq.schemas import CreateTask, Result, Task, callback_of, result_of, task_of
 
 log = logging.getLogger("codeq.engine")
 
@@ -51,6 +52,9 @@ LAST_LOOK = 0.05
 # lives, later polls of this process that find the queue known empty wait
 # at once (Notifier.known_empty). Its cost: ready tasks are announced that long.
 WAITING_MARGIN_MS = 5000
+# Milliseconds after a callback is written that the queue's upkeep looks at
+# it, should the process that wrote it not have taken it for delivery by then.
+CALLBACK_HINT_MS = 2000
 
 
 def _ms(seconds: float) -> int:
@@ -111,6 +115,12 @@ class Engine:
         self._resweep: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.draining = False
+        # Called with (tenant, command) when a queue's outbox has callbacks
+        # due; set by the dispatcher of this process (codeq.push).
+        self.on_callbacks: Callable[[str, str], None] | None = None
+        # Called with (tenant, command) when a queue went from no ready task to
+        # some (availability webhooks); set by codeq.push.
+        self.on_available: Callable[[str, str], None] | None = None
         self._s = {name: scripts.load(name) for name in scripts.NUMKEYS}
         for script in self._s.values():
             store.register(script)
@@ -122,6 +132,7 @@ class Engine:
         self._retention_ms = _ms(settings.retention_seconds)
         self.registry = Registry(store, self._cmd, settings.retention_seconds)
         self.upkeep = Upkeep(self)
+        self.subscriptions = Subscriptions(self)
         store.on_connect = self._reconnected
 
     # -- plumbing -------------------------------------------------------------
@@ -213,6 +224,7 @@ class Engine:
              webhook or "", idempotency_key or "",
              "" if run_at is None else int(run_at.timestamp() * 1000),
              _ms(delay_seconds or 0), keys.EVENTS_CHANNEL, tenant, command))
+        self.available(tenant, command, reply[0])
         return self._created(tenant, command, payload, *reply[1:5])
 
     def _created(self, tenant: str, command: str, payload: bytes, task_id: bytes, raw: bytes,
@@ -252,16 +264,21 @@ class Engine:
                      item.idempotencyKey or "", _run_at_ms(item), _ms(item.delaySeconds or 0)]
         reply = await self._run("create_batch", (*q.ready, q.tiers, q.delayed, q.tasks,
                                                  q.payloads, q.idem, q.waiting), tuple(args))
+        self.available(tenant, command, reply[0])
         for n, (i, payload) in enumerate(zip(where, payloads, strict=True)):
             out[i] = self._created(tenant, command, payload, *reply[1 + 4 * n:5 + 4 * n])
 
     async def get(self, tenant: str, task_id: str) -> Task:
         q = await self._queue_of(tenant, task_id)
-        raw, payload = await asyncio.gather(self._cmd(b"HGET", q.tasks, task_id),
-                                            self._cmd(b"HGET", q.payloads, task_id))
+        raw, payload, callback = await asyncio.gather(
+            self._cmd(b"HGET", q.tasks, task_id), self._cmd(b"HGET", q.payloads, task_id),
+            self._cmd(b"HGET", q.callbacks, task_id))
         if raw is None:
             raise TaskNotFound()
-        return task_of(task_id, q.command, tenant, payload, raw)
+        task = task_of(task_id, q.command, tenant, payload, raw)
+        if callback is not None:
+            task.callback = callback_of(callback)
+        return task
 
     async def get_result(self, tenant: str, task_id: str, wait: float = 0,
                          gone: asyncio.Future[None] | None = None) -> tuple[Task, Result]:
@@ -426,13 +443,14 @@ class Engine:
 
     async def abandon(self, tenant: str, task_id: str, worker: str, lease_id: str | None) -> None:
         q = await self._queue_of(tenant, task_id)
-        await self._lease_op("abandon", (*q.ready, q.tiers, q.tasks, q.inflight, q.waiting),
-                             (task_id, worker, lease_id or "", keys.EVENTS_CHANNEL, tenant,
-                              q.command))
+        reply = await self._lease_op(
+            "abandon", (*q.ready, q.tiers, q.tasks, q.inflight, q.waiting),
+            (task_id, worker, lease_id or "", keys.EVENTS_CHANNEL, tenant, q.command))
+        self.available(tenant, q.command, reply[1])
 
     def _retry_keys(self, q: QueueKeys) -> tuple[bytes, ...]:
         return (*q.ready, q.tiers, q.tasks, q.inflight, q.delayed, q.results, q.done, q.dlq,
-                q.waiting, q.rwaiters)
+                q.waiting, q.rwaiters, q.outbox, q.callbacks)
 
     async def nack(self, tenant: str, task_id: str, worker: str, lease_id: str | None,
                    delay_seconds: float | None = None, reason: str | None = None,
@@ -447,9 +465,11 @@ class Engine:
         )
         outcome = reply[1].decode()
         if outcome == "dlq":
+            self.callbacks_owed(tenant, q.command, reply[2])
             return outcome, None
         if reply[2] > 0:
             self.hint(tenant, q.command, reply[3])
+        self.available(tenant, q.command, reply[4])
         return outcome, reply[2] / 1000
 
     async def submit_result(self, tenant: str, task_id: str, worker: str, lease_id: str | None,
@@ -494,10 +514,52 @@ class Engine:
         args: list[object] = [keys.EVENTS_CHANNEL, tenant]
         for row in rows:
             args += row
-        reply = await self._run("result", (q.tasks, q.inflight, q.results, q.done, q.rwaiters),
-                                tuple(args))
+        reply = await self._run("result", (q.tasks, q.inflight, q.results, q.done, q.rwaiters,
+                                            q.outbox, q.callbacks), tuple(args))
+        self.callbacks_owed(tenant, q.command, reply[-1])
         return [result_of(row[0], reply[2 * n + 1]) if reply[2 * n] == 0
                 else script_error(reply[2 * n]) for n, row in enumerate(rows)]
+
+    # -- push hooks -----------------------------------------------------------------
+
+    def available(self, tenant: str, command: str, became: int) -> None:
+        """A script reported the queue going from no ready task to some."""
+        if became and self.on_available is not None:
+            self.on_available(tenant, command)
+
+    def callbacks_owed(self, tenant: str, command: str, count: int) -> None:
+        """Callbacks were written to a queue's outbox: tell this process'
+        dispatcher, and make the queue's upkeep come back for them in case
+        this process dies first (then any process' upkeep finds them)."""
+        if count:
+            self.hint(tenant, command, _ms(time.time()) + CALLBACK_HINT_MS)
+            if self.on_callbacks is not None:
+                self.on_callbacks(tenant, command)
+
+    async def take_callbacks(self, tenant: str, command: str, limit: int, lease_ms: int,
+                             taker: str) -> list[tuple[str, bytes, bytes, bytes]]:
+        """Take up to ``limit`` callbacks due in a queue's outbox, for ``lease_ms``;
+        return (task id, callback record, task record, result record) of each."""
+        q = self.queue(tenant, command)
+        reply = await self._run("callback_take", (q.outbox, q.callbacks, q.tasks, q.results),
+                                (limit, lease_ms, taker))
+        until_ms, rest = reply[0], reply[1:]
+        if rest:
+            # Should this process die holding them, the upkeep hands them on.
+            self.hint(tenant, command, until_ms)
+        return [(rest[i].decode(), rest[i + 1], rest[i + 2], rest[i + 3])
+                for i in range(0, len(rest), 4)]
+
+    async def callback_done(self, tenant: str, command: str, task_id: str, taker: str,
+                            outcome: str, error: str = "", retry_at_ms: int = 0) -> bool:
+        """Record one delivery attempt's outcome (delivered, retry or failed);
+        False when the entry was taken over meanwhile."""
+        q = self.queue(tenant, command)
+        done = await self._run("callback_done", (q.outbox, q.callbacks),
+                               (task_id, taker, outcome, error, retry_at_ms))
+        if done and outcome == "retry":
+            self.hint(tenant, command, retry_at_ms)
+        return bool(done)
 
     # -- upkeep -------------------------------------------------------------------
 

@@ -22,12 +22,19 @@ NUMKEYS = {
     "peek": 3,
     "heartbeat": 2,
     "abandon": 14,
-    "nack": 19,
-    "result": 5,
+    "nack": 21,
+    "result": 7,
     "result_wait": 4,
-    "tick": 21,
+    "tick": 23,
     "upkeep_take": 2,
     "upkeep_done": 2,
+    "callback_take": 4,
+    "callback_done": 2,
+    # The subscription scripts take one more key per command set (at least one).
+    "sub_put": 3,
+    "sub_renew": 2,
+    "sub_delete": 4,
+    "sub_pick": 6,
 }
 
 

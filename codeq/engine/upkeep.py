@@ -90,11 +90,14 @@ class Upkeep:
                 # Left to its lease, and taken again when it ends; the others go on.
                 log.error("upkeep of %s/%s failed: %s", tenant, command, reply)
                 continue
-            promoted, requeued, dead, removed, next_at, empty = reply
+            promoted, requeued, dead, removed, next_at, empty, callbacks_due, available = reply
             report += Report(1, promoted, requeued, dead, removed)
             back += [member, next_at]
             if empty:
                 follow_ups.append(engine.registry.forget(tenant, command))
+            if callbacks_due and engine.on_callbacks is not None:
+                engine.on_callbacks(tenant, command)
+            engine.available(tenant, command, available)
         await engine._run("upkeep_done", index, tuple(back))
         for outcome in await asyncio.gather(*follow_ups, return_exceptions=True):
             if isinstance(outcome, BaseException):

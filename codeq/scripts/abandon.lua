@@ -32,4 +32,4 @@ t[VISIBLE], t[UPDATED] = now / 1000, now / 1000
 save_task(KEYS[12], id, t)
 push_ready(KEYS[11], id, t, true)
 announce_ready(KEYS[14], ARGV[4], ARGV[5], ARGV[6], 1)
-return {0}
+return {0, became_available}

@@ -39,8 +39,9 @@ for _, tier in ipairs(redis.call('ZRANGE', tiers, 0, -1)) do
   if want <= 0 then
     break
   end
-  local ids = redis.call('LPOP', ready_key(tonumber(tier)), want)
-  if not ids or #ids < want then
+  local list = ready_key(tonumber(tier))
+  local ids = redis.call('LPOP', list, want)
+  if not ids or #ids < want or redis.call('LLEN', list) == 0 then
     redis.call('ZREM', tiers, tier)  -- emptied
   end
   for _, id in ipairs(ids or {}) do

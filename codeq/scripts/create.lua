@@ -21,9 +21,10 @@
   ARGV[10] tenant
   ARGV[11] command
 
-  Returns {0, id, record, created, payload}: created is 0 when the
-  idempotency key matched an existing task, whose id, record and payload are
-  returned instead (payload is nil for a new task).
+  Returns {available, id, record, created, payload}: available is 1 when the
+  queue went from no ready task to one; created is 0 when the idempotency
+  key matched an existing task, whose id, record and payload are returned
+  instead (payload is nil for a new task).
 ]]
 -- @include common
 -- @include create_task
@@ -34,4 +35,4 @@ local id, raw, created, payload, ready = create_task(
   k, KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], ARGV[6],
   ARGV[7], tonumber(ARGV[8]), now_ms())
 announce_ready(KEYS[7], ARGV[9], ARGV[10], ARGV[11], ready)
-return {0, id, raw, created, payload}
+return {became_available, id, raw, created, payload}

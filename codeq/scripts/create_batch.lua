@@ -16,8 +16,8 @@
   then 8 per task: id, payload, priority (0..9), maxAttempts, webhook,
   idempotencyKey, runAt, delay (as in create.lua)
 
-  Returns {0, id, record, created, payload, ...}: four per task, in order,
-  as create.lua returns them.
+  Returns {available, id, record, created, payload, ...}: four per task, in
+  order, as create.lua returns them; available as in create.lua.
 ]]
 -- @include common
 -- @include create_task
@@ -34,4 +34,5 @@ for i = 4, #ARGV, 8 do
   ready = ready + now_ready
 end
 announce_ready(KEYS[16], ARGV[1], ARGV[2], ARGV[3], ready)
+out[1] = became_available
 return out

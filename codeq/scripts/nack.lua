@@ -13,6 +13,8 @@
   KEYS[17]    dlq       zset of dead-lettered ids
   KEYS[18]    waiting   set while a claim long-polls this queue
   KEYS[19]    rwaiters  set of ids whose result is long-polled
+  KEYS[20]    outbox    zset id -> when its callback is next due (ms)
+  KEYS[21]    callbacks hash id -> callback record
 
   ARGV[1]  id
   ARGV[2]  workerId
@@ -27,8 +29,9 @@
   ARGV[11] tenant
   ARGV[12] command
 
-  Returns {0, 'requeued', delay ms, visible at ms}, {0, 'dlq'} or {code}
-  (see lease.lua).
+  Returns {0, 'requeued', delay ms, visible at ms, available}, {0, 'dlq',
+  callbacks written} or {code} (see lease.lua); available is 1 when the
+  queue went from no ready task to this one.
 ]]
 -- @include common
 -- @include lease
@@ -37,7 +40,7 @@
 
 local k = {tiers = KEYS[11], tasks = KEYS[12], inflight = KEYS[13], delayed = KEYS[14],
            results = KEYS[15], done = KEYS[16], dlq = KEYS[17], waiting = KEYS[18],
-           rwaiters = KEYS[19]}
+           rwaiters = KEYS[19], outbox = KEYS[20], callbacks = KEYS[21]}
 local a = {policy = ARGV[6], base = tonumber(ARGV[7]), cap = tonumber(ARGV[8]),
            rand = tonumber(ARGV[9]), channel = ARGV[10], tenant = ARGV[11], command = ARGV[12]}
 
@@ -49,6 +52,6 @@ end
 local delay = math.min(tonumber(ARGV[4]), a.cap)
 local outcome, applied = retry(k, id, t, delay, ARGV[5], 'MAX_ATTEMPTS', now, a)
 if outcome == 'dlq' then
-  return {0, outcome}
+  return {0, outcome, callbacks_owed}
 end
-return {0, outcome, applied, now + applied}
+return {0, outcome, applied, now + applied, became_available}

@@ -7,6 +7,8 @@
   KEYS[3] results   hash id -> result record
   KEYS[4] done      zset id -> finished at (ms)
   KEYS[5] rwaiters  set of ids whose result is long-polled
+  KEYS[6] outbox    zset id -> when its callback is next due (ms)
+  KEYS[7] callbacks hash id -> callback record
 
   ARGV[1] channel   events channel
   ARGV[2] tenant
@@ -14,15 +16,16 @@
   FAILED), result (JSON text, '' for none), error ('' for none), artifacts
   (JSON text, '' for none)
 
-  Returns {code, record, ...}: two per result, in order; code 0 with the
-  result record, or a code of lease.lua and nil.
+  Returns {code, record, ..., owed}: two per result, in order, code 0 with
+  the result record or a code of lease.lua and nil; then how many callbacks
+  were written to the outbox.
 ]]
 -- @include common
 -- @include lease
 -- @include finish
 
 local k = {tasks = KEYS[1], inflight = KEYS[2], results = KEYS[3], done = KEYS[4],
-           rwaiters = KEYS[5]}
+           rwaiters = KEYS[5], outbox = KEYS[6], callbacks = KEYS[7]}
 local now, out = now_ms(), {}
 for i = 3, #ARGV, 7 do
   local id = ARGV[i]
@@ -37,4 +40,5 @@ for i = 3, #ARGV, 7 do
     out[#out + 1] = false
   end
 end
+out[#out + 1] = callbacks_owed
 return out

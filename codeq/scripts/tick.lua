@@ -15,8 +15,10 @@
   KEYS[17]    dlq       zset of dead-lettered ids
   KEYS[18]    waiting   set while a claim long-polls this queue
   KEYS[19]    rwaiters  set of ids whose result is long-polled
-  KEYS[20]    payloads  hash id -> payload (JSON text)
-  KEYS[21]    idem      hash idempotency key -> id
+  KEYS[20]    outbox    zset id -> when its callback is next due (ms)
+  KEYS[21]    callbacks hash id -> callback record
+  KEYS[22]    payloads  hash id -> payload (JSON text)
+  KEYS[23]    idem      hash idempotency key -> id
 
   ARGV[1] limit      most tasks promoted, leases reaped and tasks removed per call
   ARGV[2] policy     backoff policy (see nack.lua)
@@ -28,9 +30,12 @@
   ARGV[8] command
   ARGV[9] retention  ms finished tasks are kept
 
-  Returns {promoted, requeued, deadLettered, removed, next, empty}: next is
-  the time (ms) of the queue's next upkeep, -1 when it needs none; empty is
-  1 when the queue holds no task at all.
+  Returns {promoted, requeued, deadLettered, removed, next, empty,
+  callbacks, available}: next is the time (ms) of the queue's next upkeep, -1 when it
+  needs none; empty is 1 when the queue holds no task at all; callbacks is 1
+  when the outbox holds a callback due now (one written here, one due for
+  another try, or one whose dispatcher's lease ended); available is 1 when
+  the queue went from no ready task to some.
 ]]
 -- @include common
 -- @include finish
@@ -38,7 +43,8 @@
 
 local k = {tiers = KEYS[11], tasks = KEYS[12], inflight = KEYS[13], delayed = KEYS[14],
            results = KEYS[15], done = KEYS[16], dlq = KEYS[17], waiting = KEYS[18],
-           rwaiters = KEYS[19], payloads = KEYS[20], idem = KEYS[21]}
+           rwaiters = KEYS[19], outbox = KEYS[20], callbacks = KEYS[21], payloads = KEYS[22],
+           idem = KEYS[23]}
 local a = {policy = ARGV[2], base = tonumber(ARGV[3]), cap = tonumber(ARGV[4]),
            rand = tonumber(ARGV[5]), channel = ARGV[6], tenant = ARGV[7], command = ARGV[8]}
 local limit, retention = tonumber(ARGV[1]), tonumber(ARGV[9])
@@ -75,6 +81,8 @@ for _, id in ipairs(removed) do
   redis.call('ZREM', k.done, id)
   redis.call('ZREM', k.dlq, id)
   redis.call('SREM', k.rwaiters, id)
+  redis.call('HDEL', k.callbacks, id)
+  redis.call('ZREM', k.outbox, id)
 end
 
 announce_ready(k.waiting, a.channel, a.tenant, a.command, promoted)
@@ -94,7 +102,9 @@ local function first_score(zset)
 end
 local delayed_at, lease_at, done_at = first_score(k.delayed), first_score(k.inflight),
                                       first_score(k.done)
+local callback_at = first_score(k.outbox)
 if delayed_at then sooner(delayed_at) end
+if callback_at then sooner(callback_at) end
 if lease_at then
   sooner(lease_at)
   sooner(now + retention)
@@ -106,4 +116,8 @@ local empty = 0
 if redis.call('HLEN', k.tasks) == 0 then
   empty = 1
 end
-return {promoted, requeued, dead, #removed, next_at, empty}
+local callbacks_due = 0
+if callback_at and callback_at <= now then
+  callbacks_due = 1
+end
+return {promoted, requeued, dead, #removed, next_at, empty, callbacks_due, became_available}

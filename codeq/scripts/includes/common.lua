@@ -11,6 +11,9 @@
 local STATUS, PRIORITY, ATTEMPTS, MAX_ATTEMPTS, CREATED, UPDATED, VISIBLE = 1, 2, 3, 4, 5, 6, 7
 local WORKER, LEASE, LEASE_UNTIL, ERROR, WEBHOOK, IDEM_KEY = 8, 9, 10, 11, 12, 13
 local PENDING, IN_PROGRESS, COMPLETED, FAILED = 0, 1, 2, 3
+-- A callback record (callbacks hash): [status, attempts, lastError,
+-- deliveryId, taker]; taker is the token of the dispatcher holding it.
+local CB_PENDING, CB_DELIVERED, CB_FAILED = 0, 1, 2
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -43,11 +46,21 @@ local function ready_key(priority)
   return KEYS[10 - priority]
 end
 
+-- 1 once this script call has put a ready task into a queue that had none,
+-- for availability webhooks (the caller is told, see codeq/push).
+local became_available = 0
+
 -- The tiers zset holds every tier whose list may be non-empty (score -tier,
 -- so the highest comes first): a list that gets its first element enters it.
+-- A claim that finds a tier empty removes it, so once a queue has been found
+-- empty its zset is too: a first element in the only tier listed is a queue
+-- going from empty to available.
 local function note_tier(tiers, priority, length)
   if length == 1 then
     redis.call('ZADD', tiers, -priority, priority)
+    if redis.call('ZCARD', tiers) == 1 then
+      became_available = 1
+    end
   end
 end
 

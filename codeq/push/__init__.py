@@ -1,0 +1,41 @@
+"""Push: result callbacks and availability webhooks (DESIGN.md, "Push").
+
+Calls down into the engine for everything it keeps in the store; the API
+reaches it only through ``Push``.
+"""
+
+from __future__ import annotations
+
+from codeq.config import Settings
+from codeq.engine import Engine
+from codeq.push.availability import AvailabilityNotifier
+from codeq.push.callbacks import Dispatcher
+from codeq.push.destinations import Destinations
+from codeq.push.sender import Sender
+
+
+class Push:
+    """The outbound side of one server process."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.destinations = Destinations(settings.webhook_allow)
+        self.sender = Sender(self.destinations, settings.webhook_secret,
+                             settings.callback_timeout, settings.callback_concurrency)
+        self.callbacks = Dispatcher(engine, settings, self.sender)
+        self.availability = AvailabilityNotifier(engine, settings, self.sender)
+
+    def url_problem(self, url: str) -> str | None:
+        """Why ``url`` may not be a webhook, or None when it may."""
+        return self.destinations.problem(url)
+
+    def start(self) -> None:
+        self.callbacks.start()
+        self.availability.start()
+
+    async def stop(self) -> None:
+        await self.availability.stop()
+        await self.callbacks.stop()
+        await self.sender.close()
+
+
+__all__ = ["Push"]

@@ -1,0 +1,161 @@
+"""Deliver result callbacks from the queues' outboxes.
+
+The script that makes a task terminal writes its callback to the queue's
+outbox (finish.lua); the engine tells this process' dispatcher which queues
+have callbacks due (right after a result or a dead-lettering here, and from
+the upkeep for the rest: retries coming due, entries of a dispatcher that
+died). The dispatcher takes entries under a lease, POSTs them concurrently
+(at most ``callback_concurrency`` at once) and records each outcome; a
+failed attempt is retried after 2 s, 8 s, 32 s ... (base times 4 per
+attempt, capped, jittered by +-20 %), and after the last attempt the entry is
+kept as failed. With the defaults (8 attempts, base 2 s, cap 900 s) the
+retries span about 41 minutes, plus the attempts' own timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from datetime import datetime
+
+import msgspec
+from msgspec import Raw, Struct
+
+from codeq.config import Settings
+from codeq.engine import Engine
+from codeq.errors import StoreUnavailable
+from codeq.push.sender import Sender
+from codeq.schemas import (
+    STATUSES,
+    stored_callback_decoder,
+    stored_result_decoder,
+    stored_task_decoder,
+)
+
+log = logging.getLogger("codeq.push")
+
+TAKE_LIMIT = 100  # entries taken per queue and round
+BACKOFF_FACTOR = 4
+JITTER = 0.2
+
+
+class CallbackBody(Struct, kw_only=True, omit_defaults=True):
+    taskId: str
+    command: str
+    status: str
+    result: Raw | None = None
+    error: str | None = None
+    artifacts: Raw | None = None
+    attempts: int
+    completedAt: datetime
+    deliveryId: str
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def retry_delay(attempts: int, base: float, cap: float, rand: float) -> float:
+    """Seconds to wait after ``attempts`` failed attempts (>= 1)."""
+    delay = min(cap, base * BACKOFF_FACTOR ** min(attempts - 1, 30))
+    return delay * (1 - JITTER + 2 * JITTER * rand)
+
+
+class Dispatcher:
+    """Take callbacks due in the outboxes and deliver them (see the module docstring)."""
+
+    def __init__(self, engine: Engine, settings: Settings, sender: Sender) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.sender = sender
+        self.taker = uuid.uuid4().hex  # fences this process' leases on entries
+        # Longer than one attempt can take, with room for recording its outcome.
+        self.lease_ms = int((2 * settings.callback_timeout + 1) * 1000)
+        self.due: set[tuple[str, str]] = set()
+        self.wake = asyncio.Event()
+        self.busy = 0
+        self.deliveries: set[asyncio.Task[None]] = set()
+        self.loop_task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.engine.on_callbacks = self.kick
+        self.loop_task = asyncio.create_task(self._run(), name="callbacks")
+
+    async def stop(self) -> None:
+        """Stop taking entries and cut the deliveries in flight: their leases
+        run out and any process takes them again."""
+        self.engine.on_callbacks = None
+        tasks = [*([self.loop_task] if self.loop_task else []), *self.deliveries]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def kick(self, tenant: str, command: str) -> None:
+        """A queue has callbacks due."""
+        self.due.add((tenant, command))
+        self.wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            due, self.due = self.due, set()
+            for tenant, command in due:
+                free = self.settings.callback_concurrency - self.busy
+                if free <= 0:
+                    self.due.add((tenant, command))  # a finished delivery wakes us
+                    continue
+                try:
+                    entries = await self.engine.take_callbacks(
+                        tenant, command, min(free, TAKE_LIMIT), self.lease_ms, self.taker)
+                except StoreUnavailable:
+                    continue  # the upkeep hands them on once the store is back
+                except Exception:
+                    log.exception("taking callbacks of %s/%s failed", tenant, command)
+                    continue
+                for entry in entries:
+                    self.busy += 1
+                    task = asyncio.create_task(self._deliver(tenant, command, *entry))
+                    self.deliveries.add(task)
+                    task.add_done_callback(self._delivered)
+                if len(entries) == min(free, TAKE_LIMIT):
+                    self.kick(tenant, command)  # there may be more
+
+    def _delivered(self, task: asyncio.Task[None]) -> None:
+        self.deliveries.discard(task)
+        self.busy -= 1
+        if self.due:
+            self.wake.set()
+
+    async def _deliver(self, tenant: str, command: str, task_id: str, raw_callback: bytes,
+                       raw_task: bytes, raw_result: bytes) -> None:
+        callback = stored_callback_decoder.decode(raw_callback)
+        task = stored_task_decoder.decode(raw_task)
+        result = stored_result_decoder.decode(raw_result)
+        body = _encode(CallbackBody(
+            taskId=task_id, command=command, status=STATUSES[result.status],
+            result=None if result.result is None else Raw(result.result), error=result.error,
+            artifacts=None if result.artifacts is None else Raw(result.artifacts),
+            attempts=task.attempts, completedAt=result.completedAt,
+            deliveryId=callback.deliveryId))
+        error = await self.sender.post(task.webhook or "", body, callback.deliveryId)
+        attempts = callback.attempts + 1
+        s = self.settings
+        if error is None:
+            outcome, retry_at = "delivered", 0
+        elif attempts >= s.callback_max_attempts:
+            outcome, retry_at = "failed", 0
+            log.warning("callback of task %s failed after %d attempts: %s", task_id, attempts,
+                        error)
+        else:
+            delay = retry_delay(attempts, s.callback_backoff_base_seconds,
+                                s.callback_backoff_max_seconds, random.random())
+            outcome, retry_at = "retry", int((time.time() + delay) * 1000)
+        try:
+            await self.engine.callback_done(tenant, command, task_id, self.taker, outcome,
+                                            error or "", retry_at)
+        except Exception as exc:
+            # Left to its lease: taken again (and maybe sent again) when it ends.
+            log.error("recording the callback of task %s failed: %s", task_id, exc)
