@@ -19,10 +19,14 @@ class Push:
 
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.destinations = Destinations(settings.webhook_allow)
-        self.sender = Sender(self.destinations, settings.webhook_secret,
-                             settings.callback_timeout, settings.callback_concurrency)
-        self.callbacks = Dispatcher(engine, settings, self.sender)
-        self.availability = AvailabilityNotifier(engine, settings, self.sender)
+        # One connection pool each, sized to what may be in flight: slow
+        # subscribers never hold up callbacks (aiohttp counts the wait for a
+        # pooled connection in the request's timeout).
+        senders = [Sender(self.destinations, settings.webhook_secret, settings.callback_timeout,
+                          settings.callback_concurrency) for _ in range(2)]
+        self.callbacks = Dispatcher(engine, settings, senders[0])
+        self.availability = AvailabilityNotifier(engine, settings, senders[1])
+        self.senders = senders
 
     def url_problem(self, url: str) -> str | None:
         """Why ``url`` may not be a webhook, or None when it may."""
@@ -35,7 +39,8 @@ class Push:
     async def stop(self) -> None:
         await self.availability.stop()
         await self.callbacks.stop()
-        await self.sender.close()
+        for sender in self.senders:
+            await sender.close()
 
 
 __all__ = ["Push"]

@@ -22,10 +22,12 @@ from codeq.config import Settings
 from codeq.engine import Engine
 from codeq.errors import StoreUnavailable
 from codeq.push.sender import Sender
+from codeq.push.worklist import Worklist, cancel
 
 log = logging.getLogger("codeq.push")
 
 PURGE_INTERVAL = 60.0  # seconds between removals of expired subscriptions
+MAX_TENANTS_TRACKED = 10_000  # tenants remembered for the next purge
 
 
 class Availability(Struct, kw_only=True):
@@ -48,44 +50,34 @@ class AvailabilityNotifier:
         self.sender = sender
         base = settings.public_url or f"http://{settings.host}:{settings.port}"
         self.claim_url = base.rstrip("/") + "/v1/codeq/tasks/claim"
-        self.slots = asyncio.Semaphore(settings.callback_concurrency)
-        self.due: set[tuple[str, str]] = set()
+        self.limit = settings.callback_concurrency  # POSTs in flight at most
+        self.dropped = 0
+        self.work = Worklist()
         self.tenants: set[str] = set()  # seen since the last purge
-        self.wake = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
         self.loops: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self.engine.on_available = self.kick
+        self.engine.on_available = self.work.add
         self.loops = [asyncio.create_task(self._run(), name="availability"),
                       asyncio.create_task(self._purge(), name="subscription-purge")]
 
     async def stop(self) -> None:
         self.engine.on_available = None
-        tasks = [*self.loops, *self.tasks]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def kick(self, tenant: str, command: str) -> None:
-        """The queue went from no ready task to some."""
-        self.due.add((tenant, command))
-        self.wake.set()
+        await cancel([*self.loops, *self.tasks])
 
     async def _run(self) -> None:
         subscriptions = self.engine.subscriptions
         while True:
-            await self.wake.wait()
-            self.wake.clear()
-            due, self.due = self.due, set()
-            for tenant, command in due:
+            for tenant, command in await self.work.take():
+                if len(self.tenants) < MAX_TENANTS_TRACKED:
+                    self.tenants.add(tenant)
                 try:
                     if not await subscriptions.any_live(tenant):
                         continue
-                    self.tenants.add(tenant)
+                    # Read before the pick marks anyone notified.
+                    depth = await subscriptions.ready_depth(tenant, command)
                     chosen = await subscriptions.pick(tenant, command)
-                    if chosen:
-                        depth = await subscriptions.ready_depth(tenant, command)
                 except StoreUnavailable:
                     continue  # best effort: the next change notifies again
                 except Exception:
@@ -95,6 +87,15 @@ class AvailabilityNotifier:
                     self._spawn(self._notify(url, command, depth))
 
     def _spawn(self, coro) -> None:
+        if len(self.tasks) >= self.limit:
+            # Receivers slower than the changes they are told of: drop (best
+            # effort) rather than pile up notices that would arrive stale.
+            coro.close()
+            self.dropped += 1
+            if self.dropped % 1000 == 1:
+                log.warning("%d availability notices dropped: %d POSTs already in flight",
+                            self.dropped, self.limit)
+            return
         task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -104,8 +105,7 @@ class AvailabilityNotifier:
         body = _encode(Availability(eventType=command, available=True, queueDepth=depth,
                                     claimUrl=self.claim_url, sentAt=datetime.now(UTC),
                                     notificationId=notification_id))
-        async with self.slots:
-            error = await self.sender.post(url, body, notification_id)
+        error = await self.sender.post(url, body, notification_id)
         if error is not None:
             log.info("availability webhook to %s not delivered: %s", url, error)
 

@@ -15,6 +15,7 @@ retries span about 41 minutes, plus the attempts' own timeouts.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import time
@@ -28,6 +29,7 @@ from codeq.config import Settings
 from codeq.engine import Engine
 from codeq.errors import StoreUnavailable
 from codeq.push.sender import Sender
+from codeq.push.worklist import Worklist, cancel
 from codeq.schemas import (
     STATUSES,
     stored_callback_decoder,
@@ -38,6 +40,7 @@ from codeq.schemas import (
 log = logging.getLogger("codeq.push")
 
 TAKE_LIMIT = 100  # entries taken per queue and round
+STOP_GRACE = 2.0  # seconds deliveries in flight get to end when the process stops
 BACKOFF_FACTOR = 4
 JITTER = 0.2
 
@@ -70,46 +73,42 @@ class Dispatcher:
         self.engine = engine
         self.settings = settings
         self.sender = sender
-        self.taker = uuid.uuid4().hex  # fences this process' leases on entries
+        # Each take gets its own token, so a late outcome of an earlier take
+        # of the same entry (by this process too) is refused.
+        self.taker = uuid.uuid4().hex
+        self.takes = itertools.count()
         # Longer than one attempt can take, with room for recording its outcome.
         self.lease_ms = int((2 * settings.callback_timeout + 1) * 1000)
-        self.due: set[tuple[str, str]] = set()
-        self.wake = asyncio.Event()
+        self.work = Worklist()
         self.busy = 0
         self.deliveries: set[asyncio.Task[None]] = set()
         self.loop_task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self.engine.on_callbacks = self.kick
+        self.engine.on_callbacks = self.work.add
         self.loop_task = asyncio.create_task(self._run(), name="callbacks")
 
     async def stop(self) -> None:
-        """Stop taking entries and cut the deliveries in flight: their leases
-        run out and any process takes them again."""
+        """Stop taking entries, give the deliveries in flight a moment to end,
+        then cut them: their leases run out and any process sends them again."""
         self.engine.on_callbacks = None
-        tasks = [*([self.loop_task] if self.loop_task else []), *self.deliveries]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def kick(self, tenant: str, command: str) -> None:
-        """A queue has callbacks due."""
-        self.due.add((tenant, command))
-        self.wake.set()
+        await cancel([self.loop_task] if self.loop_task else [])
+        if self.deliveries:
+            await asyncio.wait(self.deliveries, timeout=min(self.settings.callback_timeout,
+                                                            STOP_GRACE))
+        await cancel(self.deliveries)
 
     async def _run(self) -> None:
         while True:
-            await self.wake.wait()
-            self.wake.clear()
-            due, self.due = self.due, set()
-            for tenant, command in due:
+            for tenant, command in await self.work.take():
                 free = self.settings.callback_concurrency - self.busy
                 if free <= 0:
-                    self.due.add((tenant, command))  # a finished delivery wakes us
+                    self.work.due.add((tenant, command))  # a finished delivery wakes us
                     continue
+                taker = f"{self.taker}.{next(self.takes)}"
                 try:
                     entries = await self.engine.take_callbacks(
-                        tenant, command, min(free, TAKE_LIMIT), self.lease_ms, self.taker)
+                        tenant, command, min(free, TAKE_LIMIT), self.lease_ms, taker)
                 except StoreUnavailable:
                     continue  # the upkeep hands them on once the store is back
                 except Exception:
@@ -117,30 +116,36 @@ class Dispatcher:
                     continue
                 for entry in entries:
                     self.busy += 1
-                    task = asyncio.create_task(self._deliver(tenant, command, *entry))
+                    task = asyncio.create_task(self._deliver(tenant, command, taker, *entry))
                     self.deliveries.add(task)
                     task.add_done_callback(self._delivered)
                 if len(entries) == min(free, TAKE_LIMIT):
-                    self.kick(tenant, command)  # there may be more
+                    self.work.add(tenant, command)  # there may be more
 
     def _delivered(self, task: asyncio.Task[None]) -> None:
         self.deliveries.discard(task)
         self.busy -= 1
-        if self.due:
-            self.wake.set()
+        if self.work.due:
+            self.work.wake.set()
 
-    async def _deliver(self, tenant: str, command: str, task_id: str, raw_callback: bytes,
-                       raw_task: bytes, raw_result: bytes) -> None:
+    async def _deliver(self, tenant: str, command: str, taker: str, task_id: str,
+                       raw_callback: bytes, raw_task: bytes, raw_result: bytes) -> None:
         callback = stored_callback_decoder.decode(raw_callback)
-        task = stored_task_decoder.decode(raw_task)
-        result = stored_result_decoder.decode(raw_result)
-        body = _encode(CallbackBody(
-            taskId=task_id, command=command, status=STATUSES[result.status],
-            result=None if result.result is None else Raw(result.result), error=result.error,
-            artifacts=None if result.artifacts is None else Raw(result.artifacts),
-            attempts=task.attempts, completedAt=result.completedAt,
-            deliveryId=callback.deliveryId))
-        error = await self.sender.post(task.webhook or "", body, callback.deliveryId)
+        try:
+            task = stored_task_decoder.decode(raw_task)
+            result = stored_result_decoder.decode(raw_result)
+            body = _encode(CallbackBody(
+                taskId=task_id, command=command, status=STATUSES[result.status],
+                result=None if result.result is None else Raw(result.result),
+                error=result.error,
+                artifacts=None if result.artifacts is None else Raw(result.artifacts),
+                attempts=task.attempts, completedAt=result.completedAt,
+                deliveryId=callback.deliveryId))
+            error = await self.sender.post(task.webhook or "", body, callback.deliveryId)
+        except Exception as exc:
+            # Counted as a failed attempt, so that it cannot come back forever.
+            log.exception("delivering the callback of task %s failed", task_id)
+            error = f"internal error: {type(exc).__name__}"
         attempts = callback.attempts + 1
         s = self.settings
         if error is None:
@@ -154,7 +159,7 @@ class Dispatcher:
                                 s.callback_backoff_max_seconds, random.random())
             outcome, retry_at = "retry", int((time.time() + delay) * 1000)
         try:
-            await self.engine.callback_done(tenant, command, task_id, self.taker, outcome,
+            await self.engine.callback_done(tenant, command, task_id, taker, outcome,
                                             error or "", retry_at)
         except Exception as exc:
             # Left to its lease: taken again (and maybe sent again) when it ends.

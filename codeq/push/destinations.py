@@ -13,7 +13,8 @@ import functools
 import ipaddress
 import re
 from collections.abc import Iterable
-from urllib.parse import urlsplit
+
+from yarl import URL
 
 MAX_URL_LENGTH = 2048
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -21,8 +22,10 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Names of the host itself and of cloud metadata services.
 INTERNAL_NAMES = ("localhost", "metadata", "metadata.google.internal", "instance-data")
 # Hosts that the C resolver reads as an address though they are not in
-# dotted-quad form (2130706433, 0x7f000001, 127.1).
-NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]+|[0-9.]+)$", re.IGNORECASE)
+# dotted-quad form (2130706433, 0x7f000001, 127.1, 0x7f.1).
+NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]*))*$", re.IGNORECASE)
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits (NAT64).
+NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 
 
 def allow_problems(entries: Iterable[str]) -> list[str]:
@@ -41,10 +44,20 @@ def allow_problems(entries: Iterable[str]) -> list[str]:
 
 def refused_address(address: Address) -> bool:
     """Whether an address is internal: loopback, private, link-local (cloud
-    metadata), multicast, unspecified, reserved or otherwise not global."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_multicast or not address.is_global
+    metadata), multicast, unspecified, reserved or otherwise not global; an
+    IPv6 address that carries an IPv4 one (mapped, NAT64, 6to4, Teredo) is
+    judged by that one too."""
+    if address.is_multicast or not address.is_global:
+        return True
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = address.ipv4_mapped or address.sixtofour
+        if inner is None and address.teredo is not None:
+            inner = address.teredo[1]
+        if inner is None and any(address in net for net in NAT64):
+            inner = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if inner is not None:
+            return refused_address(inner)
+    return False
 
 
 class Destinations:
@@ -72,17 +85,23 @@ class Destinations:
         if len(url) > MAX_URL_LENGTH:
             return f"must be at most {MAX_URL_LENGTH} characters"
         try:
-            parts = urlsplit(url)
-            host = parts.hostname
+            parts = URL(url)
+            # The host as the client will connect to it: yarl folds full-width
+            # digits and dots, and encodes international names (IDNA).
+            host = parts.raw_host
             parts.port  # noqa: B018 (raises on a bad port)
-        except ValueError as exc:
+        except (ValueError, UnicodeError) as exc:
             return f"is not a valid URL: {exc}"
         if parts.scheme not in ("http", "https"):
             return "must be an http or https URL"
         if not host:
             return "must name a host"
-        if parts.username is not None or parts.password is not None:
+        if parts.raw_user is not None or parts.raw_password is not None:
             return "must not carry credentials"
+        if not host.isascii() or len(host) > 253 or any(
+                not 0 < len(label) <= 63 for label in host.rstrip(".").split(".")
+                if ":" not in host):
+            return f"must name a valid host ({host[:80]})"
         try:
             address = ipaddress.ip_address(host)
         except ValueError:

@@ -100,7 +100,7 @@ class Sender:
                 return f"HTTP {reply.status} from {urlsplit(url).netloc}"
         except TimeoutError:
             return f"no answer within {self.timeout.total:g} s"
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
             return f"{type(exc).__name__}: {exc}"[:500]
 
     async def close(self) -> None:

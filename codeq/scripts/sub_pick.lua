@@ -16,8 +16,8 @@
 
   ARGV[1] command
 
-  Returns {id, callbackUrl, ...} of the subscriptions to notify. Ids whose
-  subscription is gone are dropped from both sets on the way.
+  Returns {id, callbackUrl, ...} of the subscriptions to notify. Expired
+  subscriptions met on the way are removed.
 ]]
 -- @include common
 
@@ -30,9 +30,12 @@ local function live(id, set)
   if raw and expires and expires > now then
     return cmsgpack.unpack(raw)
   end
-  if not raw then
-    redis.call('SREM', set, id)  -- deleted: forget it here too
-  end
+  -- Gone or expired: remove it (its other command sets forget it when
+  -- their own picks come across it).
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('HDEL', KEYS[3], id)
+  redis.call('SREM', set, id)
   return nil
 end
 

@@ -16,7 +16,14 @@
 ]]
 -- @include common
 
-local id, expires = ARGV[1], now_ms() + tonumber(ARGV[3])
+local now = now_ms()
+-- A few expired subscriptions go with each new one: their command sets
+-- forget them when a pick comes across them.
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 10)) do
+  redis.call('HDEL', KEYS[1], old)
+  redis.call('ZREM', KEYS[2], old)
+end
+local id, expires = ARGV[1], now + tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], id, ARGV[2])
 redis.call('ZADD', KEYS[2], expires, id)
 for i = 3, #KEYS do

@@ -242,6 +242,9 @@ def test_two_processes_never_deliver_one_entry_twice(serve, command):
     "http://[::1]/", "file:///etc/passwd", "gopher://x", "http://localhost:8080/",
     "http://2130706433/", "http://0x7f000001/", "http://user:pw@example.com/",
     "http://[::ffff:127.0.0.1]/", "http://metadata.google.internal/", "ftp://example.com/",
+    "http://127\uff0e0\uff0e0\uff0e1/", "http://\uff11\uff12\uff17.0.0.1/",
+    "http://169\u3002254\u3002169\u3002254/", "http://[64:ff9b::a9fe:a9fe]/",
+    "http://[2002:a00:1::1]/", "http://0x7f.1/", "http://" + "a" * 64 + ".example.com/",
 ])
 def test_internal_or_odd_webhooks_are_refused(strict_server, command, url):
     with httpx.Client(base_url=strict_server.base, timeout=20) as client:
