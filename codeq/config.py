@@ -60,6 +60,15 @@ class Settings:
                                 "is declared dead and reopened; idle connections are pinged "
                                 "this often")
     log_level: str = _opt("info", "log level", ("debug", "info", "warning", "error"))
+    auth: str = _opt("off", "require a bearer token on every /v1/codeq request (on), or "
+                     "trust every caller as the configured tenant (off: local development "
+                     "only)", ("off", "on"))
+    jwks_url: str = _opt("", "JWKS URL of the RS256/ES256 keys JWTs are checked against")
+    jwt_secret: str = _opt("", "shared secret of HS256 JWTs")
+    jwt_issuer: str = _opt("", "required iss claim of JWTs; empty: not checked")
+    jwt_audience: str = _opt("", "required aud claim of JWTs; empty: not checked")
+    tokens_file: str = _opt("", "TOML file of static API tokens ([[tokens]] tables); "
+                            "reread on SIGHUP")
     public_url: str = _opt("", "base URL clients reach this service at, for the claimUrl of "
                            "availability webhooks; empty: http://<host>:<port>")
     webhook_secret: str = _opt("", "key of the HMAC-SHA256 signature on every outbound POST "
@@ -153,6 +162,17 @@ def validate(s: Settings) -> list[str]:
             problems.append(f"{name} must be positive")
     if s.callback_backoff_base_seconds < 0:
         problems.append("callback_backoff_base_seconds must not be negative")
+    if s.auth == "on" and not (s.jwks_url or s.jwt_secret or s.tokens_file):
+        problems.append("auth on needs jwks_url, jwt_secret or tokens_file")
+    if s.jwt_secret and len(s.jwt_secret) < 32:
+        problems.append("jwt_secret must be at least 32 characters (HS256 keys of 256 bits)")
+    if s.tokens_file:
+        from codeq.auth.tokens import load_tokens  # codeq.auth imports this module
+
+        try:
+            load_tokens(s.tokens_file)
+        except ValueError as exc:
+            problems.append(str(exc))
     # Imported here: codeq.push imports this module.
     from codeq.push.destinations import allow_problems
 

@@ -38,6 +38,29 @@ class Unauthorized(CodeqError):
     status = 401
     code = "UNAUTHORIZED"
     default_message = "missing or invalid credentials"
+    challenge: ClassVar[str] = 'Bearer realm="codeq"'  # the WWW-Authenticate header
+
+
+class InvalidToken(Unauthorized):
+    code = "INVALID_TOKEN"
+    default_message = "invalid token"
+    challenge = 'Bearer realm="codeq", error="invalid_token"'
+
+
+class Forbidden(CodeqError):
+    status = 403
+    code = "FORBIDDEN"
+    default_message = "not allowed"
+
+
+class MissingScope(Forbidden):
+    code = "MISSING_SCOPE"
+    default_message = "the token lacks a scope this call needs"
+
+
+class CommandNotAllowed(Forbidden):
+    code = "COMMAND_NOT_ALLOWED"
+    default_message = "the token may not take this command"
 
 
 class NotOwner(CodeqError):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import threading
@@ -103,6 +105,13 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def run(settings: Settings) -> int:
     """Serve until SIGINT or SIGTERM; return the exit status."""
     setup_logging(settings.log_level)
@@ -117,6 +126,10 @@ def run(settings: Settings) -> int:
         sock = _listen(settings.host, settings.port)
         log.info("codeQ listening on http://%s:%d with %d process(es), store %s",
                  settings.host, sock.getsockname()[1], settings.workers, redact(url))
+        if settings.auth == "off" and not _loopback(settings.host):
+            log.warning("authentication is off on %s, a non-loopback address: anyone who "
+                        "reaches the port can create, claim and finish any task (--auth on)",
+                        settings.host)
         if store is None and settings.workers == 1:
             _worker_main(settings, url, sock)
             return 0
@@ -138,13 +151,22 @@ def _supervise(settings: Settings, url: str, sock: socket.socket,
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
+    procs: list[multiprocessing.process.BaseProcess] = []
+
+    def forward(signum: int, frame: object) -> None:
+        for proc in procs:
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, signum)
+
+    signal.signal(signal.SIGHUP, forward)  # reread the tokens file, in every process
+
     def spawn(i: int) -> multiprocessing.process.BaseProcess:
         proc = ctx.Process(target=_worker_main, args=(settings, url, sock),
                            name=f"codeq-server-{i}", daemon=False)
         proc.start()
         return proc
 
-    procs = [spawn(i) for i in range(settings.workers)]
+    procs.extend(spawn(i) for i in range(settings.workers))
     while not stopping.wait(0.5):
         if store is not None and not store.alive():
             log.error("embedded %s exited; restarting it, it recovers from its %s", store.kind,

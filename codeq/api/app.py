@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 from typing import Any
 
 import falcon
@@ -10,6 +12,7 @@ import falcon.asgi
 
 from codeq.api import claims, health, results, subscriptions, tasks
 from codeq.api.common import Context, send
+from codeq.auth import Authenticator
 from codeq.config import Settings
 from codeq.engine import Engine
 from codeq.errors import (
@@ -18,6 +21,7 @@ from codeq.errors import (
     NotFound,
     PayloadTooLarge,
     StoreUnavailable,
+    Unauthorized,
 )
 from codeq.push import Push
 from codeq.schemas import json_encoder
@@ -27,24 +31,32 @@ PREFIX = "/v1/codeq"
 
 
 class Lifecycle:
-    """Open the engine and start push on ASGI startup; the reverse on shutdown."""
+    """Open the engine, start push and auth on ASGI startup; the reverse on shutdown."""
 
-    def __init__(self, engine: Engine, push: Push) -> None:
+    def __init__(self, engine: Engine, push: Push, auth: Authenticator) -> None:
         self.engine = engine
         self.push = push
+        self.auth = auth
 
     async def process_startup(self, scope: dict, event: dict) -> None:
         await self.engine.open()
         self.push.start()
+        await self.auth.start()
+        if self.auth.tokens is not None:
+            # The tokens file is reread on SIGHUP (sent to every server process).
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.auth.reload)
 
     async def process_shutdown(self, scope: dict, event: dict) -> None:
+        await self.auth.close()
         await self.push.stop()
         await self.engine.close()
 
 
 async def _codeq_error(req: Any, resp: falcon.asgi.Response, exc: CodeqError, params: Any) -> None:
     send(resp, exc.to_dict(), exc.status)
-    if isinstance(exc, StoreUnavailable):
+    if isinstance(exc, Unauthorized):
+        resp.set_header("WWW-Authenticate", exc.challenge)
+    elif isinstance(exc, StoreUnavailable):
         resp.set_header("Retry-After", "1")
     elif isinstance(exc, PayloadTooLarge):
         # The body was left unread: close rather than read it to find the next request.
@@ -73,8 +85,9 @@ def _http_error(req: Any, resp: falcon.asgi.Response, exc: falcon.HTTPError) -> 
 def create_app(engine: Engine, settings: Settings) -> falcon.asgi.App:
     """Wire the v1 routes to ``engine``; the store comes with the engine."""
     push = Push(engine, settings)
-    ctx = Context(engine, settings, push)
-    app = falcon.asgi.App(middleware=[Lifecycle(engine, push)])  # type: ignore[arg-type]
+    auth = Authenticator(settings)
+    ctx = Context(engine, settings, push, auth)
+    app = falcon.asgi.App(middleware=[Lifecycle(engine, push, auth)])  # type: ignore[arg-type]
     app.req_options.strip_url_path_trailing_slash = True
 
     app.add_route("/healthz", health.Health())

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import falcon
 import msgspec
 
-from codeq.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from codeq.errors import BadRequest, InvalidToken, PayloadTooLarge, UnsupportedMediaType
 from codeq.schemas import CreateBatch, ResultBatch, json_encoder, request_decoders
 
 if TYPE_CHECKING:
+    from codeq.auth import Authenticator, Identity
     from codeq.config import Settings
     from codeq.engine import Engine
     from codeq.push import Push
@@ -27,14 +28,29 @@ BATCHES = (CreateBatch, ResultBatch)
 class Context:
     """What every resource needs: the engine, settings, push, the caller's tenant."""
 
-    def __init__(self, engine: Engine, settings: Settings, push: Push) -> None:
+    def __init__(self, engine: Engine, settings: Settings, push: Push,
+                 auth: Authenticator) -> None:
         self.engine = engine
         self.settings = settings
         self.push = push
+        self.auth = auth
 
-    def tenant(self, req: falcon.asgi.Request) -> str:
-        # Authentication will name the tenant; until then one is configured.
-        return self.settings.tenant
+    async def caller(self, req: falcon.asgi.Request, scope: str) -> Identity:
+        """Authenticate the request and check it holds ``scope`` (401 / 403)."""
+        ident = await self.auth.identify(req.get_header("Authorization"),
+                                         req.get_header("X-Worker-Id"))
+        req.context.principal = ident.principal
+        return ident.require(scope)
+
+    async def worker(self, req: falcon.asgi.Request, scope: str) -> tuple[Identity, str]:
+        """The caller and its worker identity: the token's subject, or
+        X-Worker-Id with authentication off."""
+        ident = await self.caller(req, scope)
+        if self.auth.enabled:
+            if not ident.worker:
+                raise InvalidToken("the token names no worker (JWT sub, or the token's name)")
+            return ident, ident.worker
+        return ident, _worker_header(ident.worker)
 
 
 class Resource:
@@ -157,9 +173,8 @@ def task_id(raw: str) -> str:
         raise BadRequest("task id must be a UUID", field="id") from None
 
 
-def worker_id(req: falcon.asgi.Request) -> str:
-    """Return the calling worker's identity (X-Worker-Id until auth lands)."""
-    worker = req.get_header("X-Worker-Id")
+def _worker_header(worker: str | None) -> str:
+    """Check a worker's self-given name (X-Worker-Id, authentication off)."""
     if not worker:
         raise BadRequest("X-Worker-Id header is required", field="X-Worker-Id")
     if not _WORKER_ID.match(worker):

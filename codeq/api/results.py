@@ -14,7 +14,6 @@ from codeq.api.common import (
     read_body,
     send,
     task_id,
-    worker_id,
 )
 from codeq.api.disconnect import client_gone
 from codeq.errors import BadRequest, CodeqError
@@ -31,16 +30,18 @@ class TaskResult(Resource):
     """POST (submit) and GET (read, long-poll) /v1/codeq/tasks/{id}/result"""
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, id: str) -> None:
-        tid, worker = task_id(id), worker_id(req)
+        who, worker = await self.ctx.worker(req, "codeq:result")
+        tid = task_id(id)
         body = await read_body(req, self.ctx, ResultRequest)
         send(resp, await self.ctx.engine.submit_result(
-            self.ctx.tenant(req), tid, worker, lease_id(req, body.leaseId), body.status,
+            who.tenant, tid, worker, lease_id(req, body.leaseId), body.status,
             bytes(body.result), body.error, bytes(body.artifacts)))
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, id: str) -> None:
+        who = await self.ctx.caller(req, "codeq:produce")
         tid = task_id(id)
         wait = query_seconds(req, "waitSeconds", MAX_RESULT_WAIT_SECONDS)
-        task, result = await self.ctx.engine.get_result(self.ctx.tenant(req), tid, wait,
+        task, result = await self.ctx.engine.get_result(who.tenant, tid, wait,
                                                         gone=client_gone(req, wait > 0))
         send(resp, TaskWithResult(task=task, result=result))
 
@@ -50,12 +51,12 @@ class BatchResults(Resource):
     {taskId, error, code, field?}]} in order; each item with its own leaseId."""
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        worker = worker_id(req)
+        who, worker = await self.ctx.worker(req, "codeq:result")
         body = await read_body(req, self.ctx, ResultBatch)
         items = decode_items(body.results, BatchResultItem)
         good = [i for i in items if not isinstance(i, BadRequest)]
         outcomes = iter(await self.ctx.engine.submit_results(
-            self.ctx.tenant(req), worker,
+            who.tenant, worker,
             [(i.taskId.lower(), i.leaseId, i.status, bytes(i.result), i.error,
               bytes(i.artifacts)) for i in good]))
         out: list[dict[str, Any]] = []

@@ -30,10 +30,16 @@ class Subscribe(Resource):
     """POST /v1/codeq/workers/subscriptions"""
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        who = await self.ctx.caller(req, "codeq:subscribe")
         body = await read_body(req, self.ctx, SubscribeRequest)
         check_url(self.ctx, body.callbackUrl, "callbackUrl")
+        kinds = body.eventTypes
+        if who.event_types is not None:
+            # A token limited to some commands subscribes to those at most.
+            who.allow(kinds)
+            kinds = kinds or list(who.event_types)
         sub_id, expires = await self.ctx.engine.subscriptions.create(
-            self.ctx.tenant(req), body.callbackUrl, sorted(set(body.eventTypes)),
+            who.tenant, body.callbackUrl, sorted(set(kinds)),
             body.ttlSeconds, body.deliveryMode, body.groupId or DEFAULT_GROUP,
             body.minIntervalSeconds)
         send(resp, _subscription(sub_id, expires))
@@ -44,8 +50,9 @@ class SubscriptionHeartbeat(Resource):
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                       id: str) -> None:
+        who = await self.ctx.caller(req, "codeq:subscribe")
         sub_id = _id(id)
-        expires = await self.ctx.engine.subscriptions.renew(self.ctx.tenant(req), sub_id)
+        expires = await self.ctx.engine.subscriptions.renew(who.tenant, sub_id)
         send(resp, _subscription(sub_id, expires))
 
 
@@ -54,5 +61,6 @@ class OneSubscription(Resource):
 
     async def on_delete(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                         id: str) -> None:
-        await self.ctx.engine.subscriptions.delete(self.ctx.tenant(req), _id(id))
+        who = await self.ctx.caller(req, "codeq:subscribe")
+        await self.ctx.engine.subscriptions.delete(who.tenant, _id(id))
         resp.status = 204

@@ -13,10 +13,11 @@ class Tasks(Resource):
     """POST /v1/codeq/tasks"""
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        who = await self.ctx.caller(req, "codeq:produce")
         body = await read_body(req, self.ctx, CreateTask)
         check_url(self.ctx, body.webhook, "webhook")
         task, _ = await self.ctx.engine.create(
-            self.ctx.tenant(req),
+            who.tenant,
             body.command,
             bytes(body.payload),
             priority=body.priority,
@@ -33,10 +34,11 @@ class TaskBatch(Resource):
     """POST /v1/codeq/tasks/batch: 200 {results: [{task} | {error, code, field?}]} in order."""
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        who = await self.ctx.caller(req, "codeq:produce")
         body = await read_body(req, self.ctx, CreateBatch)
         items = [self._checked(item) for item in decode_items(body.tasks, CreateTask)]
         good = [item for item in items if not isinstance(item, BadRequest)]
-        created = iter(await self.ctx.engine.create_many(self.ctx.tenant(req), good))
+        created = iter(await self.ctx.engine.create_many(who.tenant, good))
         send(resp, {"results": [item.to_dict() if isinstance(item, BadRequest)
                                 else {"task": next(created)[0]} for item in items]})
 
@@ -54,4 +56,5 @@ class Task(Resource):
     """GET /v1/codeq/tasks/{id}"""
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, id: str) -> None:
-        send(resp, await self.ctx.engine.get(self.ctx.tenant(req), task_id(id)))
+        who = await self.ctx.caller(req, "codeq:produce")
+        send(resp, await self.ctx.engine.get(who.tenant, task_id(id)))
