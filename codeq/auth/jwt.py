@@ -44,7 +44,9 @@ class JwtVerifier:
         self.secret = settings.jwt_secret
         self.jwks_url = settings.jwks_url
         self.keys: dict[str, jwt.PyJWK] = {}
-        self.fetched_at = 0.0  # monotonic time of the last attempt
+        # Monotonic time of the last fetch an unknown kid asked for (the one at
+        # start does not count: a key rotated in just after start is found).
+        self.refreshed_at = float("-inf")
         self.lock = asyncio.Lock()
         self.session: aiohttp.ClientSession | None = None
         # PERF: a signature check costs tens of microseconds (RSA more);
@@ -122,12 +124,14 @@ class JwtVerifier:
         raise InvalidToken(f"tokens signed with {alg!r} are not accepted")
 
     async def refresh(self, force: bool = False) -> None:
-        """Fetch the JWKS, unless one was fetched (or tried) too recently."""
+        """Fetch the JWKS, unless an unknown kid had it fetched (or tried) too
+        recently."""
         async with self.lock:
-            wait = REFRESH_INTERVAL if self.keys else RETRY_WHEN_EMPTY
-            if not force and time.monotonic() - self.fetched_at < wait:
-                return
-            self.fetched_at = time.monotonic()
+            if not force:
+                wait = REFRESH_INTERVAL if self.keys else RETRY_WHEN_EMPTY
+                if time.monotonic() - self.refreshed_at < wait:
+                    return
+                self.refreshed_at = time.monotonic()
             try:
                 if self.session is None:
                     self.session = aiohttp.ClientSession(
