@@ -112,6 +112,18 @@ class Subscription(Struct):
     expiresAt: datetime
 
 
+MAX_ADMIN_PAGE = 500  # tasks per DLQ page, and requeued or purged per call
+
+
+class Ids(Body):
+    ids: Annotated[list[Annotated[str, Meta(pattern=UUID_PATTERN)]],
+                   Meta(min_length=1, max_length=MAX_ADMIN_PAGE)] | None = None
+
+
+class CleanupRequest(Body):
+    limit: Annotated[int, Meta(ge=1, le=100_000)] = 1000
+
+
 # A batch is decoded as raw items, each then decoded on its own: a bad item
 # fails alone, with its own error.
 Items = Annotated[list[Raw], Meta(min_length=1, max_length=MAX_BATCH)]
@@ -209,6 +221,27 @@ class Task(Struct, kw_only=True, omit_defaults=True):
     callback: CallbackState | None = None
 
 
+class DeadLetter(Task, kw_only=True, omit_defaults=True):
+    """A dead-lettered task, with when it was dead-lettered."""
+
+    deadLetteredAt: datetime
+
+
+class Queue(Struct, kw_only=True):
+    """A queue's depths, as the admin API returns them."""
+
+    command: str
+    ready: int
+    delayed: int
+    inProgress: int
+    dlq: int
+    oldestReadyAgeSeconds: float | None
+
+
+class QueueDetail(Queue, kw_only=True):
+    readyByPriority: dict[str, int]
+
+
 class Result(Struct, kw_only=True, omit_defaults=True):
     """A result as returned: ``result`` and ``artifacts`` embedded as JSON."""
 
@@ -262,7 +295,8 @@ class Tasks(Struct):
 request_decoders: dict[type, msgspec.json.Decoder] = {
     kind: msgspec.json.Decoder(kind)
     for kind in (CreateTask, ClaimRequest, LeaseBody, HeartbeatRequest, NackRequest, ResultRequest,
-                 BatchResultItem, CreateBatch, ClaimBatchRequest, ResultBatch, SubscribeRequest)
+                 BatchResultItem, CreateBatch, ClaimBatchRequest, ResultBatch, SubscribeRequest,
+                 Ids, CleanupRequest)
 }
 # strict=False: stored times are float seconds, decoded into datetimes.
 stored_task_decoder = msgspec.msgpack.Decoder(StoredTask, strict=False)

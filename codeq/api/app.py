@@ -10,7 +10,7 @@ from typing import Any
 import falcon
 import falcon.asgi
 
-from codeq.api import claims, health, results, subscriptions, tasks
+from codeq.api import admin, claims, health, results, subscriptions, tasks
 from codeq.api.common import Context, send
 from codeq.auth import Authenticator
 from codeq.config import Settings
@@ -102,6 +102,12 @@ def create_app(engine: Engine, settings: Settings) -> falcon.asgi.App:
     app.add_route(f"{PREFIX}/tasks/{{id}}/abandon", claims.Abandon(ctx))
     app.add_route(f"{PREFIX}/tasks/{{id}}/nack", claims.Nack(ctx))
     app.add_route(f"{PREFIX}/tasks/{{id}}/result", results.TaskResult(ctx))
+    app.add_route(f"{PREFIX}/admin/queues", admin.Queues(ctx))
+    app.add_route(f"{PREFIX}/admin/queues/{{command}}", admin.OneQueue(ctx))
+    app.add_route(f"{PREFIX}/admin/queues/{{command}}/dlq", admin.DeadLetters(ctx))
+    app.add_route(f"{PREFIX}/admin/queues/{{command}}/dlq/requeue", admin.Requeue(ctx))
+    app.add_route(f"{PREFIX}/admin/queues/{{command}}/dlq/purge", admin.Purge(ctx))
+    app.add_route(f"{PREFIX}/admin/tasks/cleanup", admin.Cleanup(ctx))
     app.add_route(f"{PREFIX}/workers/subscriptions", subscriptions.Subscribe(ctx))
     app.add_route(f"{PREFIX}/workers/subscriptions/{{id}}", subscriptions.OneSubscription(ctx))
     app.add_route(f"{PREFIX}/workers/subscriptions/{{id}}/heartbeat",

@@ -26,6 +26,7 @@ from codeq import ids, keys
 from codeq._core import Client, ReplyError
 from codeq.config import Settings, redact
 from codeq.engine import scripts
+from codeq.engine.admin import Admin
 from codeq.engine.notify import Notifier
 from codeq.engine.registry import Registry
 from codeq.engine.subscriptions import Subscriptions
@@ -133,6 +134,7 @@ class Engine:
         self.registry = Registry(store, self._cmd, settings.retention_seconds)
         self.upkeep = Upkeep(self)
         self.subscriptions = Subscriptions(self)
+        self.admin = Admin(self)
         store.on_connect = self._reconnected
 
     # -- plumbing -------------------------------------------------------------

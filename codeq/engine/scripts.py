@@ -30,6 +30,9 @@ NUMKEYS = {
     "upkeep_done": 2,
     "callback_take": 4,
     "callback_done": 2,
+    "queue_stats": 15,
+    "dlq_requeue": 18,
+    "dlq_purge": 9,
     # The subscription scripts take one more key per command set (at least one).
     "sub_put": 3,
     "sub_renew": 2,

@@ -82,7 +82,7 @@ class Upkeep:
         if not members:
             return Report()
         queues = [m.decode().split(":", 1) for m in members]
-        replies = await asyncio.gather(*(self._queue(t, c) for t, c in queues),
+        replies = await asyncio.gather(*(self.run_queue(t, c) for t, c in queues),
                                        return_exceptions=True)
         report, back, follow_ups = Report(), [lease], []
         for member, (tenant, command), reply in zip(members, queues, replies, strict=True):
@@ -90,26 +90,30 @@ class Upkeep:
                 # Left to its lease, and taken again when it ends; the others go on.
                 log.error("upkeep of %s/%s failed: %s", tenant, command, reply)
                 continue
-            promoted, requeued, dead, removed, next_at, empty, callbacks_due, available = reply
+            promoted, requeued, dead, removed, next_at, empty = reply[:6]
             report += Report(1, promoted, requeued, dead, removed)
             back += [member, next_at]
             if empty:
                 follow_ups.append(engine.registry.forget(tenant, command))
-            if callbacks_due and engine.on_callbacks is not None:
-                engine.on_callbacks(tenant, command)
-            engine.available(tenant, command, available)
         await engine._run("upkeep_done", index, tuple(back))
         for outcome in await asyncio.gather(*follow_ups, return_exceptions=True):
             if isinstance(outcome, BaseException):
                 log.error("forgetting an empty queue failed: %s", outcome)
         return report
 
-    async def _queue(self, tenant: str, command: str) -> list:
+    async def run_queue(self, tenant: str, command: str, limit: int = TICK_LIMIT) -> list:
+        """Run one queue's tick script and act on what it reports (callbacks
+        due, the queue becoming available); return its reply (tick.lua)."""
         engine, q = self.engine, self.engine.queue(tenant, command)
-        return await engine._run(
+        reply = await engine._run(
             "tick", (*engine._retry_keys(q), q.payloads, q.idem),
-            (TICK_LIMIT, *engine._backoff, random.random(), keys.EVENTS_CHANNEL, tenant, command,
+            (limit, *engine._backoff, random.random(), keys.EVENTS_CHANNEL, tenant, command,
              engine._retention_ms))
+        callbacks_due, available = reply[6], reply[7]
+        if callbacks_due and engine.on_callbacks is not None:
+            engine.on_callbacks(tenant, command)
+        engine.available(tenant, command, available)
+        return reply
 
     async def sweep(self) -> int:
         """Mark every registered queue due now; return how many.
