@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvloop
 
+from codeq import metrics
 from codeq.config import Settings, redact
 from codeq.embedded import EmbeddedStore
 
@@ -115,6 +116,7 @@ def _loopback(host: str) -> bool:
 def run(settings: Settings) -> int:
     """Serve until SIGINT or SIGTERM; return the exit status."""
     setup_logging(settings.log_level)
+    metrics_dir = metrics.prepare()  # before any server process imports prometheus-client
     store = None
     url = settings.store_url
     if not url:
@@ -137,6 +139,7 @@ def run(settings: Settings) -> int:
     finally:
         if store is not None:
             store.stop()
+        metrics.forget(metrics_dir)
 
 
 def _supervise(settings: Settings, url: str, sock: socket.socket,
@@ -179,6 +182,8 @@ def _supervise(settings: Settings, url: str, sock: socket.socket,
             if not proc.is_alive():
                 log.error("server process %s exited with %s; starting another",
                           proc.pid, proc.exitcode)
+                if proc.pid is not None:
+                    metrics.process_died(proc.pid)
                 procs[i] = spawn(i)
     # Our copy of the listening socket would keep it open after the server
     # processes close theirs: the kernel would queue new connections that no

@@ -84,14 +84,22 @@ def _http_error(req: Any, resp: falcon.asgi.Response, exc: falcon.HTTPError) -> 
 
 def create_app(engine: Engine, settings: Settings) -> falcon.asgi.App:
     """Wire the v1 routes to ``engine``; the store comes with the engine."""
+    # Imported here: prometheus-client picks its storage at import, which
+    # must come after codeq.metrics.prepare() (codeq serve does it first).
+    from codeq.metrics.prom import Counting, HttpMetrics, MetricsResource
+
+    counting = Counting()
+    engine.observer = counting
     push = Push(engine, settings)
     auth = Authenticator(settings)
     ctx = Context(engine, settings, push, auth)
-    app = falcon.asgi.App(middleware=[Lifecycle(engine, push, auth)])  # type: ignore[arg-type]
+    middleware: list[Any] = [Lifecycle(engine, push, auth), HttpMetrics(counting)]
+    app = falcon.asgi.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
 
     app.add_route("/healthz", health.Health())
     app.add_route("/readyz", health.Ready(ctx))
+    app.add_route("/metrics", MetricsResource(engine))
     app.add_route(f"{PREFIX}/tasks", tasks.Tasks(ctx))
     app.add_route(f"{PREFIX}/tasks/batch", tasks.TaskBatch(ctx))
     app.add_route(f"{PREFIX}/tasks/claim", claims.Claim(ctx))

@@ -27,6 +27,7 @@ from codeq._core import Client, ReplyError
 from codeq.config import Settings, redact
 from codeq.engine import scripts
 from codeq.engine.admin import Admin
+from codeq.engine.events import Observer
 from codeq.engine.notify import Notifier
 from codeq.engine.registry import Registry
 from codeq.engine.subscriptions import Subscriptions
@@ -122,6 +123,7 @@ class Engine:
         # Called with (tenant, command) when a queue went from no ready task to
         # some (availability webhooks); set by codeq.push.
         self.on_available: Callable[[str, str], None] | None = None
+        self.observer = Observer()  # codeq.metrics puts its own
         self._s = {name: scripts.load(name) for name in scripts.NUMKEYS}
         for script in self._s.values():
             store.register(script)
@@ -145,7 +147,14 @@ class Engine:
 
     async def _run(self, name: str, keys_: tuple[bytes, ...], args: tuple[object, ...]) -> Any:
         """Run one script; a store error becomes StoreUnavailable."""
-        return await self._settle(self.store.evalsha(self._s[name], keys_, args), name)
+        started = time.perf_counter()
+        try:
+            reply = await self._settle(self.store.evalsha(self._s[name], keys_, args), name)
+        except StoreUnavailable:
+            self.observer.store_call(time.perf_counter() - started, True)
+            raise
+        self.observer.store_call(time.perf_counter() - started, False)
+        return reply
 
     async def _cmd(self, *args: bytes | str | int) -> Any:
         """Run one plain command; a store error becomes StoreUnavailable."""
@@ -234,6 +243,7 @@ class Engine:
         payload = payload if created else (found or b"")
         task = task_of(task_id.decode(), command, tenant, payload, raw)
         if created:
+            self.observer.created(tenant, command, 1)
             self.registry.created(tenant, command)
             if task.visibleAt is not None and task.visibleAt > task.createdAt:
                 self.hint(tenant, command, _ms_of(task.visibleAt))
@@ -415,6 +425,7 @@ class Engine:
         tasks = [task_of(reply[i].decode(), command, tenant, reply[i + 2], reply[i + 1])
                  for i in range(1, len(reply), 3)]
         if tasks:
+            self.observer.claimed(tenant, command, len(tasks))
             self._hint_lease(tenant, command, tasks[-1])
         return tasks
 
@@ -467,6 +478,7 @@ class Engine:
         )
         outcome = reply[1].decode()
         if outcome == "dlq":
+            self.observer.dead_lettered(tenant, q.command, "MAX_ATTEMPTS", 1)
             self.callbacks_owed(tenant, q.command, reply[2])
             return outcome, None
         if reply[2] > 0:
@@ -519,8 +531,13 @@ class Engine:
         reply = await self._run("result", (q.tasks, q.inflight, q.results, q.done, q.rwaiters,
                                             q.outbox, q.callbacks), tuple(args))
         self.callbacks_owed(tenant, q.command, reply[-1])
-        return [result_of(row[0], reply[2 * n + 1]) if reply[2 * n] == 0
-                else script_error(reply[2 * n]) for n, row in enumerate(rows)]
+        out = [result_of(row[0], reply[2 * n + 1]) if reply[2 * n] == 0
+               else script_error(reply[2 * n]) for n, row in enumerate(rows)]
+        for status in ("COMPLETED", "FAILED"):
+            n = sum(1 for r in out if isinstance(r, Result) and r.status == status)
+            if n:
+                self.observer.finished(tenant, q.command, status, n)
+        return out
 
     # -- push hooks -----------------------------------------------------------------
 

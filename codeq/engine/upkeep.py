@@ -109,7 +109,12 @@ class Upkeep:
             "tick", (*engine._retry_keys(q), q.payloads, q.idem),
             (limit, *engine._backoff, random.random(), keys.EVENTS_CHANNEL, tenant, command,
              engine._retention_ms))
-        callbacks_due, available = reply[6], reply[7]
+        requeued, dead, callbacks_due, available = reply[1], reply[2], reply[6], reply[7]
+        if requeued or dead:
+            # Everything the tick requeues or dead-letters had its lease run out.
+            engine.observer.lease_expired(tenant, command, requeued + dead)
+        if dead:
+            engine.observer.dead_lettered(tenant, command, "LEASE_EXPIRED", dead)
         if callbacks_due and engine.on_callbacks is not None:
             engine.on_callbacks(tenant, command)
         engine.available(tenant, command, available)

@@ -106,6 +106,7 @@ class AvailabilityNotifier:
                                     claimUrl=self.claim_url, sentAt=datetime.now(UTC),
                                     notificationId=notification_id))
         error = await self.sender.post(url, body, notification_id)
+        self.engine.observer.webhook_sent("delivered" if error is None else "failed")
         if error is not None:
             log.info("availability webhook to %s not delivered: %s", url, error)
 

@@ -158,6 +158,7 @@ class Dispatcher:
             delay = retry_delay(attempts, s.callback_backoff_base_seconds,
                                 s.callback_backoff_max_seconds, random.random())
             outcome, retry_at = "retry", int((time.time() + delay) * 1000)
+        self.engine.observer.callback_attempt(outcome)
         try:
             await self.engine.callback_done(tenant, command, task_id, taker, outcome,
                                             error or "", retry_at)
