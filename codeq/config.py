@@ -69,6 +69,10 @@ class Settings:
     jwt_audience: str = _opt("", "required aud claim of JWTs; empty: not checked")
     tokens_file: str = _opt("", "TOML file of static API tokens ([[tokens]] tables); "
                             "reread on SIGHUP")
+    rate_limit: tuple[str, ...] = _opt((), "rate limits per token: OP=RATE/BURST with OP one of "
+                                       "create, claim, result, admin and RATE per second "
+                                       "(e.g. create=5/10; repeat the flag, or separate with "
+                                       "commas); none by default")
     public_url: str = _opt("", "base URL clients reach this service at, for the claimUrl of "
                            "availability webhooks; empty: http://<host>:<port>")
     webhook_secret: str = _opt("", "key of the HMAC-SHA256 signature on every outbound POST "
@@ -166,6 +170,10 @@ def validate(s: Settings) -> list[str]:
         problems.append("auth on needs jwks_url, jwt_secret or tokens_file")
     if s.jwt_secret and len(s.jwt_secret) < 32:
         problems.append("jwt_secret must be at least 32 characters (HS256 keys of 256 bits)")
+    try:
+        rate_limits(s.rate_limit)
+    except ValueError as exc:
+        problems.append(str(exc))
     if s.tokens_file:
         from codeq.auth.tokens import load_tokens  # codeq.auth imports this module
 
@@ -178,6 +186,26 @@ def validate(s: Settings) -> list[str]:
 
     problems += allow_problems(s.webhook_allow)
     return problems
+
+
+RATE_LIMITED_OPS = ("create", "claim", "result", "admin")
+
+
+def rate_limits(entries: tuple[str, ...]) -> dict[str, tuple[float, int]]:
+    """Parse ``OP=RATE/BURST`` entries into {op: (rate per second, burst)}."""
+    out = {}
+    for entry in entries:
+        op, _, spec = entry.partition("=")
+        rate, _, burst = spec.partition("/")
+        try:
+            parsed = (float(rate), int(burst))
+        except ValueError:
+            parsed = (0.0, 0)
+        if op not in RATE_LIMITED_OPS or parsed[0] <= 0 or parsed[1] < 1:
+            raise ValueError(f"rate_limit: {entry!r} is not OP=RATE/BURST with OP one of "
+                             f"{', '.join(RATE_LIMITED_OPS)}, RATE > 0 and BURST >= 1")
+        out[op] = parsed
+    return out
 
 
 def redact(url: str) -> str:

@@ -85,6 +85,16 @@ class ResultNotFound(NotFound):
     default_message = "the task has no result yet"
 
 
+class RateLimited(CodeqError):
+    status = 429
+    code = "RATE_LIMITED"
+    default_message = "too many requests"
+
+    def __init__(self, message: str | None = None, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class SubscriptionNotFound(NotFound):
     code = "SUBSCRIPTION_NOT_FOUND"
     default_message = "subscription not found (unknown, deleted or expired)"

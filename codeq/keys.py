@@ -33,6 +33,8 @@ Layout (cluster-safe: one script only ever touches keys of one hash tag):
     codeq:{queues}:ids                        hash <tenant>:<command> -> queue number
     codeq:{queues}:names                      hash queue number -> <tenant>:<command>
     codeq:layout                              string: the version of this layout ("2")
+    codeq:{rl:<caller>}:<op>                  hash: a caller's token bucket for one operation
+                                              (<caller> a digest of who it is)
 
 A task id carries its queue's number (see ids.py): there is no per-task key
 outside the queue's hash tag. Commands are limited to ``[A-Za-z0-9._:-]``
@@ -43,6 +45,7 @@ one way only.
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 
 PRIORITY_MIN = 0
@@ -131,6 +134,12 @@ class SubscriptionKeys:
     def sets(self, event_types: list[str]) -> tuple[bytes, ...]:
         """The command sets a subscription naming ``event_types`` is in."""
         return tuple(self.command(c) for c in event_types) if event_types else (self.any,)
+
+
+def rate_bucket(principal: str, op: str) -> bytes:
+    """Return the token bucket of one caller and operation (rate limits)."""
+    digest = hashlib.sha256(principal.encode()).hexdigest()[:24]
+    return f"codeq:{{rl:{digest}}}:{op}".encode()
 
 
 # The due index is spread over a fixed number of hash tags: a tick reads all

@@ -31,8 +31,12 @@ GC_THRESHOLD = 20_000  # allocations between young-generation collections (defau
 
 
 def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(),
-                        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    from codeq.api.requests import RequestIdFilter
+
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(process)d %(levelname)s "
+                        "%(name)s [%(request_id)s]: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
 
 
 def build_engine(settings: Settings, store_url: str):

@@ -65,7 +65,7 @@ class Queues(Resource):
     """GET /v1/codeq/admin/queues"""
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        who = await self.ctx.caller(req, ADMIN)
+        who = await self.ctx.caller(req, ADMIN, "admin")
         stats = await self.ctx.engine.admin.queues(who.tenant)
         send(resp, {"queues": [_queue(s) for s in stats]})
 
@@ -75,7 +75,7 @@ class OneQueue(Resource):
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                      command: str) -> None:
-        who = await self.ctx.caller(req, ADMIN)
+        who = await self.ctx.caller(req, ADMIN, "admin")
         send(resp, _queue(await self.ctx.engine.admin.queue(who.tenant, _command(command)),
                           detail=True))
 
@@ -85,7 +85,7 @@ class DeadLetters(Resource):
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                      command: str) -> None:
-        who = await self.ctx.caller(req, ADMIN)
+        who = await self.ctx.caller(req, ADMIN, "admin")
         page, after = await self.ctx.engine.admin.dlq(
             who.tenant, _command(command), _limit(req), _cursor(req.get_param("cursor")))
         tasks = [DeadLetter(**{f: getattr(d.task, f) for f in d.task.__struct_fields__},
@@ -99,7 +99,7 @@ class Requeue(Resource):
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                       command: str) -> None:
-        who = await self.ctx.caller(req, ADMIN)
+        who = await self.ctx.caller(req, ADMIN, "admin")
         body = await read_body(req, self.ctx, Ids, optional=True)
         count = await self.ctx.engine.admin.requeue(who.tenant, _command(command),
                                                     _lower(body.ids))
@@ -111,7 +111,7 @@ class Purge(Resource):
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                       command: str) -> None:
-        who = await self.ctx.caller(req, ADMIN)
+        who = await self.ctx.caller(req, ADMIN, "admin")
         body = await read_body(req, self.ctx, Ids, optional=True)
         count = await self.ctx.engine.admin.purge(who.tenant, _command(command),
                                                   _lower(body.ids))
@@ -122,7 +122,7 @@ class Cleanup(Resource):
     """POST /v1/codeq/admin/tasks/cleanup {limit?}"""
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        who = await self.ctx.caller(req, ADMIN)
+        who = await self.ctx.caller(req, ADMIN, "admin")
         body = await read_body(req, self.ctx, CleanupRequest, optional=True)
         send(resp, {"removed": await self.ctx.engine.admin.cleanup(who.tenant, body.limit)})
 

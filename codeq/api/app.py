@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 from typing import Any
 
@@ -12,6 +13,7 @@ import falcon.asgi
 
 from codeq.api import admin, claims, health, results, subscriptions, tasks
 from codeq.api.common import Context, send
+from codeq.api.requests import RequestIds
 from codeq.auth import Authenticator
 from codeq.config import Settings
 from codeq.engine import Engine
@@ -20,6 +22,7 @@ from codeq.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
     StoreUnavailable,
     Unauthorized,
 )
@@ -56,6 +59,8 @@ async def _codeq_error(req: Any, resp: falcon.asgi.Response, exc: CodeqError, pa
     send(resp, exc.to_dict(), exc.status)
     if isinstance(exc, Unauthorized):
         resp.set_header("WWW-Authenticate", exc.challenge)
+    elif isinstance(exc, RateLimited):
+        resp.set_header("Retry-After", str(max(1, math.ceil(exc.retry_after))))
     elif isinstance(exc, StoreUnavailable):
         resp.set_header("Retry-After", "1")
     elif isinstance(exc, PayloadTooLarge):
@@ -93,7 +98,7 @@ def create_app(engine: Engine, settings: Settings) -> falcon.asgi.App:
     push = Push(engine, settings)
     auth = Authenticator(settings)
     ctx = Context(engine, settings, push, auth)
-    middleware: list[Any] = [Lifecycle(engine, push, auth), HttpMetrics(counting)]
+    middleware: list[Any] = [Lifecycle(engine, push, auth), RequestIds(), HttpMetrics(counting)]
     app = falcon.asgi.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
 

@@ -24,7 +24,7 @@ class Claim(Resource):
     """POST /v1/codeq/tasks/claim: 200 with a task, 204 when none came."""
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        who, worker = await self.ctx.worker(req, "codeq:claim")
+        who, worker = await self.ctx.worker(req, "codeq:claim", "claim")
         body = await read_body(req, self.ctx, ClaimRequest)
         who.allow(body.commands)
         tasks = await self.ctx.engine.claim(
@@ -40,7 +40,7 @@ class ClaimBatch(Resource):
     """POST /v1/codeq/tasks/claim/batch: 200 {tasks: [...]} (up to count), 204 when none came."""
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        who, worker = await self.ctx.worker(req, "codeq:claim")
+        who, worker = await self.ctx.worker(req, "codeq:claim", "claim")
         body = await read_body(req, self.ctx, ClaimBatchRequest)
         who.allow(body.commands)
         tasks = await self.ctx.engine.claim(

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import falcon
 import msgspec
 
-from codeq.errors import BadRequest, InvalidToken, PayloadTooLarge, UnsupportedMediaType
+from codeq.config import rate_limits
+from codeq.errors import (
+    BadRequest,
+    InvalidToken,
+    PayloadTooLarge,
+    RateLimited,
+    UnsupportedMediaType,
+)
 from codeq.schemas import CreateBatch, ResultBatch, json_encoder, request_decoders
 
 if TYPE_CHECKING:
@@ -34,18 +41,28 @@ class Context:
         self.settings = settings
         self.push = push
         self.auth = auth
+        self.limits = rate_limits(settings.rate_limit)
 
-    async def caller(self, req: falcon.asgi.Request, scope: str) -> Identity:
-        """Authenticate the request and check it holds ``scope`` (401 / 403)."""
+    async def caller(self, req: falcon.asgi.Request, scope: str,
+                     op: str | None = None) -> Identity:
+        """Authenticate the request, check it holds ``scope`` (401 / 403) and,
+        when ``op`` is rate limited, take a token of the caller's bucket (429)."""
         ident = await self.auth.identify(req.get_header("Authorization"),
                                          req.get_header("X-Worker-Id"))
         req.context.principal = ident.principal
-        return ident.require(scope)
+        ident.require(scope)
+        if op is not None and (limit := self.limits.get(op)) is not None:
+            wait = await self.engine.take_token(ident.principal, op, *limit)
+            if wait > 0:
+                raise RateLimited(f"rate limit of {op} reached: {limit[0]:g}/s, burst "
+                                  f"{limit[1]}", retry_after=wait)
+        return ident
 
-    async def worker(self, req: falcon.asgi.Request, scope: str) -> tuple[Identity, str]:
+    async def worker(self, req: falcon.asgi.Request, scope: str,
+                     op: str | None = None) -> tuple[Identity, str]:
         """The caller and its worker identity: the token's subject, or
         X-Worker-Id with authentication off."""
-        ident = await self.caller(req, scope)
+        ident = await self.caller(req, scope, op)
         if self.auth.enabled:
             if not ident.worker:
                 raise InvalidToken("the token names no worker (JWT sub, or the token's name)")

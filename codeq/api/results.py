@@ -30,7 +30,7 @@ class TaskResult(Resource):
     """POST (submit) and GET (read, long-poll) /v1/codeq/tasks/{id}/result"""
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, id: str) -> None:
-        who, worker = await self.ctx.worker(req, "codeq:result")
+        who, worker = await self.ctx.worker(req, "codeq:result", "result")
         tid = task_id(id)
         body = await read_body(req, self.ctx, ResultRequest)
         send(resp, await self.ctx.engine.submit_result(
@@ -51,7 +51,7 @@ class BatchResults(Resource):
     {taskId, error, code, field?}]} in order; each item with its own leaseId."""
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        who, worker = await self.ctx.worker(req, "codeq:result")
+        who, worker = await self.ctx.worker(req, "codeq:result", "result")
         body = await read_body(req, self.ctx, ResultBatch)
         items = decode_items(body.results, BatchResultItem)
         good = [i for i in items if not isinstance(i, BadRequest)]

@@ -13,7 +13,7 @@ class Tasks(Resource):
     """POST /v1/codeq/tasks"""
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        who = await self.ctx.caller(req, "codeq:produce")
+        who = await self.ctx.caller(req, "codeq:produce", "create")
         body = await read_body(req, self.ctx, CreateTask)
         check_url(self.ctx, body.webhook, "webhook")
         task, _ = await self.ctx.engine.create(
@@ -34,7 +34,7 @@ class TaskBatch(Resource):
     """POST /v1/codeq/tasks/batch: 200 {results: [{task} | {error, code, field?}]} in order."""
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        who = await self.ctx.caller(req, "codeq:produce")
+        who = await self.ctx.caller(req, "codeq:produce", "create")
         body = await read_body(req, self.ctx, CreateBatch)
         items = [self._checked(item) for item in decode_items(body.tasks, CreateTask)]
         good = [item for item in items if not isinstance(item, BadRequest)]

@@ -539,6 +539,12 @@ class Engine:
                 self.observer.finished(tenant, q.command, status, n)
         return out
 
+    async def take_token(self, principal: str, op: str, rate: float, burst: int) -> float:
+        """Take a token of the caller's bucket for ``op``; return 0, or the
+        seconds until one is there."""
+        wait_ms = await self._run("rate_take", (keys.rate_bucket(principal, op),), (rate, burst))
+        return wait_ms / 1000
+
     # -- push hooks -----------------------------------------------------------------
 
     def available(self, tenant: str, command: str, became: int) -> None:

@@ -31,6 +31,7 @@ NUMKEYS = {
     "callback_take": 4,
     "callback_done": 2,
     "queue_stats": 15,
+    "rate_take": 1,
     "dlq_requeue": 18,
     "dlq_purge": 9,
     # The subscription scripts take one more key per command set (at least one).

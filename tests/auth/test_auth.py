@@ -7,11 +7,12 @@ import hmac
 import signal
 import time
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from tests.support import wait_until
+from tests.support import CodeqServer, StoreServer, wait_until
 
 from .conftest import SECRET, TOKENS, b64, claims_with, static_token, tokens_toml, unsigned
 
@@ -248,3 +249,53 @@ def test_the_tokens_file_is_reread_on_sighup(auth_server, tokens_file, as_, comm
     finally:
         tokens_file.write_text(before)
         auth_server.proc.send_signal(signal.SIGHUP)
+
+
+def test_rate_limits_answer_429_then_recover(tokens_file, command):
+    store = StoreServer().start()
+    server = CodeqServer("--store-url", store.url, "--log-level", "warning", "--auth", "on",
+                         "--tokens-file", str(tokens_file),
+                         "--rate-limit", "create=2/3", "--rate-limit", "claim=100/100").start()
+    try:
+        mine = httpx.Client(base_url=server.base, timeout=20, headers={
+            "Authorization": f"Bearer {static_token('everything')}"})
+        theirs = httpx.Client(base_url=server.base, timeout=20, headers={
+            "Authorization": f"Bearer {static_token('producer')}"})
+        body = {"command": command, "payload": 1}
+        assert [mine.post(f"{V1}/tasks", json=body).status_code for _ in range(3)] == [202] * 3
+        refused = mine.post(f"{V1}/tasks", json=body)
+        assert refused.status_code == 429
+        assert refused.json()["code"] == "RATE_LIMITED"
+        assert int(refused.headers["Retry-After"]) >= 1
+        # Per token: another caller has a bucket of its own; other operations are not limited.
+        assert theirs.post(f"{V1}/tasks", json=body).status_code == 202
+        assert mine.get(f"{V1}/admin/queues").status_code == 200
+        # 2 a second: a token is back within about half a second.
+        wait_until(lambda: mine.post(f"{V1}/tasks", json=body).status_code == 202,
+                   timeout=3, interval=0.1, what="a token to come back")
+        mine.close()
+        theirs.close()
+    finally:
+        server.stop()
+        store.cleanup()
+
+
+def test_request_ids_are_echoed_or_made_and_logged(tokens_file, command):
+    store = StoreServer().start()
+    server = CodeqServer("--store-url", store.url, "--log-level", "debug", "--auth", "on",
+                         "--tokens-file", str(tokens_file)).start()
+    try:
+        with httpx.Client(base_url=server.base, timeout=20) as client:
+            reply = client.post(f"{V1}/tasks", json={"command": command, "payload": 1},
+                                headers={"X-Request-Id": "req-abc-123",
+                                         "Authorization": f"Bearer {static_token('producer')}"})
+            assert reply.status_code == 202
+            assert reply.headers["X-Request-Id"] == "req-abc-123"
+            made = client.get(f"{V1}/tasks/00000000-0000-4000-8000-000000000000")
+            assert made.status_code == 401 and len(made.headers["X-Request-Id"]) == 32
+        wait_until(lambda: "[req-abc-123]" in server.log(), what="the request's log line")
+        line = next(ln for ln in server.log().splitlines() if "[req-abc-123]" in ln)
+        assert "POST /v1/codeq/tasks 202" in line and "token:producer" in line
+    finally:
+        server.stop()
+        store.cleanup()
