@@ -31,7 +31,7 @@ GC_THRESHOLD = 20_000  # allocations between young-generation collections (defau
 
 
 def setup_logging(level: str) -> None:
-    from codeq.api.requests import RequestIdFilter
+    from codeq.http.exchange import RequestIdFilter
 
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(process)d %(levelname)s "
                         "%(name)s [%(request_id)s]: %(message)s")
@@ -58,17 +58,17 @@ def _worker_main(settings: Settings, store_url: str, sock: socket.socket) -> Non
         die_with_parent()
     setup_logging(settings.log_level)
     engine = build_engine(settings, store_url)
-    app = create_app(engine, settings)
+    service = create_app(engine, settings)
     # PERF: what start-up built lives as long as the process: keep it out of
     # every collection, and collect the young generation less often (each
     # request allocates a few dozen containers that refcounting frees).
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
-    uvloop.run(_serve(settings, engine, app, sock))
+    uvloop.run(_serve(settings, engine, service, sock))
 
 
-async def _serve(settings: Settings, engine: Engine, app: Any, sock: socket.socket) -> None:
+async def _serve(settings: Settings, engine: Engine, service: Any, sock: socket.socket) -> None:
     """Serve until SIGINT or SIGTERM; then end the long polls and drain, bounded."""
     from codeq.http import HttpServer
 
@@ -81,7 +81,7 @@ async def _serve(settings: Settings, engine: Engine, app: Any, sock: socket.sock
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    await HttpServer(app, settings).serve(sock, stop)
+    await HttpServer(service.app, settings, service.on_response).serve(sock, stop)
 
 
 async def _check_store(settings: Settings, url: str) -> None:
@@ -186,8 +186,6 @@ def _supervise(settings: Settings, url: str, sock: socket.socket,
             if not proc.is_alive():
                 log.error("server process %s exited with %s; starting another",
                           proc.pid, proc.exitcode)
-                if proc.pid is not None:
-                    metrics.process_died(proc.pid)
                 procs[i] = spawn(i)
     # Our copy of the listening socket would keep it open after the server
     # processes close theirs: the kernel would queue new connections that no

@@ -6,6 +6,8 @@ import asyncio
 import logging
 import math
 import signal
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import falcon
@@ -13,7 +15,7 @@ import falcon.asgi
 
 from codeq.api import admin, claims, health, results, subscriptions, tasks
 from codeq.api.common import Context, send
-from codeq.api.requests import RequestIds
+from codeq.api.requests import response_hook
 from codeq.auth import Authenticator
 from codeq.config import Settings
 from codeq.engine import Engine
@@ -26,6 +28,7 @@ from codeq.errors import (
     StoreUnavailable,
     Unauthorized,
 )
+from codeq.metrics.prom import Counting, MetricsResource
 from codeq.push import Push
 from codeq.schemas import json_encoder
 
@@ -36,13 +39,16 @@ PREFIX = "/v1/codeq"
 class Lifecycle:
     """Open the engine, start push and auth on ASGI startup; the reverse on shutdown."""
 
-    def __init__(self, engine: Engine, push: Push, auth: Authenticator) -> None:
+    def __init__(self, engine: Engine, push: Push, auth: Authenticator,
+                 counting: Counting) -> None:
         self.engine = engine
         self.push = push
         self.auth = auth
+        self.counting = counting
 
     async def process_startup(self, scope: dict, event: dict) -> None:
         await self.engine.open()
+        self.counting.start()
         self.push.start()
         await self.auth.start()
         if self.auth.tokens is not None:
@@ -53,6 +59,7 @@ class Lifecycle:
         await self.auth.close()
         await self.push.stop()
         await self.engine.close()
+        await self.counting.stop()
 
 
 async def _codeq_error(req: Any, resp: falcon.asgi.Response, exc: CodeqError, params: Any) -> None:
@@ -87,46 +94,56 @@ def _http_error(req: Any, resp: falcon.asgi.Response, exc: falcon.HTTPError) -> 
     resp.data = json_encoder.encode(body)
 
 
-def create_app(engine: Engine, settings: Settings) -> falcon.asgi.App:
-    """Wire the v1 routes to ``engine``; the store comes with the engine."""
-    # Imported here: prometheus-client picks its storage at import, which
-    # must come after codeq.metrics.prepare() (codeq serve does it first).
-    from codeq.metrics.prom import Counting, HttpMetrics, MetricsResource
+@dataclass
+class Service:
+    """The ASGI app, and what its HTTP server calls after each response."""
 
+    app: falcon.asgi.App
+    on_response: Callable[[dict[str, Any], int, float], None]
+
+
+def create_app(engine: Engine, settings: Settings) -> Service:
+    """Wire the v1 routes to ``engine``; the store comes with the engine."""
     counting = Counting()
     engine.observer = counting
     push = Push(engine, settings)
     auth = Authenticator(settings)
     ctx = Context(engine, settings, push, auth)
-    middleware: list[Any] = [Lifecycle(engine, push, auth), RequestIds(), HttpMetrics(counting)]
-    app = falcon.asgi.App(middleware=middleware)
+    lifecycle: Any = Lifecycle(engine, push, auth, counting)
+    app = falcon.asgi.App(middleware=[lifecycle])
     app.req_options.strip_url_path_trailing_slash = True
+    templates: list[str] = []
 
-    app.add_route("/healthz", health.Health())
-    app.add_route("/readyz", health.Ready(ctx))
-    app.add_route("/metrics", MetricsResource(engine))
-    app.add_route(f"{PREFIX}/tasks", tasks.Tasks(ctx))
-    app.add_route(f"{PREFIX}/tasks/batch", tasks.TaskBatch(ctx))
-    app.add_route(f"{PREFIX}/tasks/claim", claims.Claim(ctx))
-    app.add_route(f"{PREFIX}/tasks/claim/batch", claims.ClaimBatch(ctx))
-    app.add_route(f"{PREFIX}/tasks/batch/results", results.BatchResults(ctx))
-    app.add_route(f"{PREFIX}/tasks/{{id}}", tasks.Task(ctx))
-    app.add_route(f"{PREFIX}/tasks/{{id}}/heartbeat", claims.Heartbeat(ctx))
-    app.add_route(f"{PREFIX}/tasks/{{id}}/abandon", claims.Abandon(ctx))
-    app.add_route(f"{PREFIX}/tasks/{{id}}/nack", claims.Nack(ctx))
-    app.add_route(f"{PREFIX}/tasks/{{id}}/result", results.TaskResult(ctx))
-    app.add_route(f"{PREFIX}/admin/queues", admin.Queues(ctx))
-    app.add_route(f"{PREFIX}/admin/queues/{{command}}", admin.OneQueue(ctx))
-    app.add_route(f"{PREFIX}/admin/queues/{{command}}/dlq", admin.DeadLetters(ctx))
-    app.add_route(f"{PREFIX}/admin/queues/{{command}}/dlq/requeue", admin.Requeue(ctx))
-    app.add_route(f"{PREFIX}/admin/queues/{{command}}/dlq/purge", admin.Purge(ctx))
-    app.add_route(f"{PREFIX}/admin/tasks/cleanup", admin.Cleanup(ctx))
-    app.add_route(f"{PREFIX}/workers/subscriptions", subscriptions.Subscribe(ctx))
-    app.add_route(f"{PREFIX}/workers/subscriptions/{{id}}", subscriptions.OneSubscription(ctx))
-    app.add_route(f"{PREFIX}/workers/subscriptions/{{id}}/heartbeat",
+    def route(template: str, resource: object) -> None:
+        templates.append(template)
+        app.add_route(template, resource)
+
+
+    route("/healthz", health.Health())
+    route("/readyz", health.Ready(ctx))
+    route("/metrics", MetricsResource(engine, counting))
+    route(f"{PREFIX}/tasks", tasks.Tasks(ctx))
+    route(f"{PREFIX}/tasks/batch", tasks.TaskBatch(ctx))
+    route(f"{PREFIX}/tasks/claim", claims.Claim(ctx))
+    route(f"{PREFIX}/tasks/claim/batch", claims.ClaimBatch(ctx))
+    route(f"{PREFIX}/tasks/batch/results", results.BatchResults(ctx))
+    route(f"{PREFIX}/tasks/{{id}}", tasks.Task(ctx))
+    route(f"{PREFIX}/tasks/{{id}}/heartbeat", claims.Heartbeat(ctx))
+    route(f"{PREFIX}/tasks/{{id}}/abandon", claims.Abandon(ctx))
+    route(f"{PREFIX}/tasks/{{id}}/nack", claims.Nack(ctx))
+    route(f"{PREFIX}/tasks/{{id}}/result", results.TaskResult(ctx))
+    route(f"{PREFIX}/admin/queues", admin.Queues(ctx))
+    route(f"{PREFIX}/admin/queues/{{command}}", admin.OneQueue(ctx))
+    route(f"{PREFIX}/admin/queues/{{command}}/dlq", admin.DeadLetters(ctx))
+    route(f"{PREFIX}/admin/queues/{{command}}/dlq/requeue", admin.Requeue(ctx))
+    route(f"{PREFIX}/admin/queues/{{command}}/dlq/purge", admin.Purge(ctx))
+    route(f"{PREFIX}/admin/tasks/cleanup", admin.Cleanup(ctx))
+    route(f"{PREFIX}/workers/subscriptions", subscriptions.Subscribe(ctx))
+    route(f"{PREFIX}/workers/subscriptions/{{id}}", subscriptions.OneSubscription(ctx))
+    route(f"{PREFIX}/workers/subscriptions/{{id}}/heartbeat",
                   subscriptions.SubscriptionHeartbeat(ctx))
 
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(CodeqError, _codeq_error)
     app.set_error_serializer(_http_error)
-    return app
+    return Service(app, response_hook(counting, templates))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import falcon
 import msgspec
 
+from codeq.api.requests import PRINCIPAL_KEY
 from codeq.config import rate_limits
 from codeq.errors import (
     BadRequest,
@@ -47,10 +48,12 @@ class Context:
                      op: str | None = None) -> Identity:
         """Authenticate the request, check it holds ``scope`` (401 / 403) and,
         when ``op`` is rate limited, take a token of the caller's bucket (429)."""
-        ident = await self.auth.identify(req.get_header("Authorization"),
-                                         req.get_header("X-Worker-Id"))
-        req.context.principal = ident.principal
-        ident.require(scope)
+        if self.auth.enabled:
+            ident = await self.auth.identify(req.get_header("Authorization"))
+            req.scope[PRINCIPAL_KEY] = ident.principal
+            ident.require(scope)
+        else:
+            ident = self.auth.anonymous
         if op is not None and (limit := self.limits.get(op)) is not None:
             wait = await self.engine.take_token(ident.principal, op, *limit)
             if wait > 0:
@@ -67,7 +70,7 @@ class Context:
             if not ident.worker:
                 raise InvalidToken("the token names no worker (JWT sub, or the token's name)")
             return ident, ident.worker
-        return ident, _worker_header(ident.worker)
+        return ident, _worker_header(req.get_header("X-Worker-Id"))
 
 
 class Resource:

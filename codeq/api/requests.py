@@ -1,46 +1,45 @@
-"""Request ids: taken from X-Request-Id (or made), returned, and in every log
-line written while the request is handled; at debug level, one access line
-per request."""
+"""After each response: count and time it by route for the metrics, and at
+debug level write an access line (with the request id codeQ's HTTP server
+gave it, codeq/http). A plain call from the server, not a Falcon middleware:
+that cost 6 % of the full cycle."""
 
 from __future__ import annotations
 
-import contextvars
 import logging
-import re
-import time
-import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
 
-import falcon
+from codeq.http.exchange import REQUEST_ID_KEY
+from codeq.metrics.prom import Counting
 
-REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
-_VALID = re.compile(r"^[\x21-\x7e]{1,128}$")
+PRINCIPAL_KEY = "codeq.principal"  # scope key: who the request was authenticated as
 access = logging.getLogger("codeq.access")
 
 
-class RequestIdFilter(logging.Filter):
-    """Put the current request's id on every log record (``%(request_id)s``)."""
+def route_of(path: str, routes: frozenset[str]) -> str:
+    """The route template a path matched (``/v1/codeq/tasks/{id}``), or "unmatched"."""
+    if path in routes:
+        return path
+    parts = path.rstrip("/").split("/")
+    for i, part in enumerate(parts):
+        if len(part) == 36 and part.count("-") == 4:
+            parts[i] = "{id}"
+    if len(parts) > 5 and parts[3] == "admin" and parts[4] == "queues":
+        parts[5] = "{command}"
+    route = "/".join(parts)
+    return route if route in routes else "unmatched"
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = REQUEST_ID.get()
-        return True
 
+def response_hook(counting: Counting, routes: Iterable[str],
+                  ) -> Callable[[dict[str, Any], int, float], None]:
+    known = frozenset(routes)
 
-class RequestIds:
-    """Falcon middleware: name each request, echo the name, log it."""
-
-    async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        given = req.get_header("X-Request-Id")
-        rid = given if given and _VALID.match(given) else uuid.uuid4().hex
-        # Each request runs in a task of its own: the value stays with it.
-        REQUEST_ID.set(rid)
-        req.context.request_id = rid
-        req.context.received = time.perf_counter()
-        resp.set_header("X-Request-Id", rid)
-
-    async def process_response(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
-                               resource: object, req_succeeded: bool) -> None:
+    def on_response(scope: dict[str, Any], status: int, seconds: float) -> None:
+        method, path = scope["method"], scope["path"]
+        counting.request(route_of(path, known), method, str(status), seconds)
         if access.isEnabledFor(logging.DEBUG):
-            received = getattr(req.context, "received", time.perf_counter())
-            access.debug("%s %s %s %.1f ms %s", req.method, req.path, str(resp.status)[:3],
-                         (time.perf_counter() - received) * 1000,
-                         getattr(req.context, "principal", "-"))
+            access.debug("%s %s %d %.1f ms %s %s", method, path, status, seconds * 1000,
+                         scope.get(PRINCIPAL_KEY, "-"),
+                         scope.get(REQUEST_ID_KEY, b"-").decode("latin-1"))
+
+    return on_response

@@ -76,7 +76,8 @@ class Authenticator:
         self.tokens = StaticTokens(settings.tokens_file) if settings.tokens_file else None
         self.jwt = (JwtVerifier(settings) if settings.jwks_url or settings.jwt_secret
                     else None)
-        self.anonymous = frozenset(SCOPES)
+        # Every caller while authentication is off (X-Worker-Id names workers).
+        self.anonymous = Identity(settings.tenant, None, frozenset(SCOPES), None, "anonymous")
 
     async def start(self) -> None:
         if self.enabled and self.jwt is not None:
@@ -91,10 +92,8 @@ class Authenticator:
         if self.tokens is not None:
             self.tokens.reload()
 
-    async def identify(self, authorization: str | None, worker_header: str | None) -> Identity:
-        if not self.enabled:
-            return Identity(self.settings.tenant, worker_header, self.anonymous, None,
-                            "anonymous")
+    async def identify(self, authorization: str | None) -> Identity:
+        """The caller a bearer token names (authentication on)."""
         if not authorization:
             raise Unauthorized("Authorization: Bearer <token> is required")
         scheme, _, token = authorization.strip().partition(" ")

@@ -19,6 +19,9 @@ reading stops until the queue is empty again; they are answered in order.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import re
+import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -26,7 +29,7 @@ from urllib.parse import unquote
 import httptools
 
 from codeq.errors import BadRequest, CodeqError, HeadersTooLarge, RequestTimeout
-from codeq.http.exchange import Exchange, error_response
+from codeq.http.exchange import REQUEST_ID, Exchange, error_response
 
 if TYPE_CHECKING:
     from codeq.http.server import HttpServer
@@ -36,6 +39,11 @@ END_OF_HEAD = b"\r\n\r\n"
 HIGH_WATER = 64 * 1024
 ASGI = {"version": "3.0", "spec_version": "2.3"}
 METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS")}
+_REQUEST_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")
+# PERF: a made request id is this process' random prefix and a serial
+# (uuid4 per request was 5 % of a server's CPU: getrandom and a UUID object).
+_PREFIX = uuid.uuid4().hex[:16].encode()
+_serial = itertools.count()
 
 
 class Connection(asyncio.Protocol):
@@ -51,6 +59,7 @@ class Connection(asyncio.Protocol):
         # The request being parsed: its URL and headers so far, then its exchange.
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        self.request_id: bytes | None = None  # the client's X-Request-Id, when valid
         self.expect_continue = False
         self.in_head = False  # between the first byte of a request and the end of its head
         self.reading: Exchange | None = None  # head complete, body still arriving
@@ -145,6 +154,8 @@ class Connection(asyncio.Protocol):
         name = name.lower()
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
+        elif name == b"x-request-id" and _REQUEST_ID.match(value):
+            self.request_id = value
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -169,7 +180,9 @@ class Connection(asyncio.Protocol):
             "path": path, "raw_path": raw_path, "query_string": query, "headers": self.headers,
         }
         self.headers = []
-        exchange = Exchange(self, scope, parser.should_keep_alive(), self.expect_continue)
+        rid = self.request_id or b"%s%08x" % (_PREFIX, next(_serial))
+        self.request_id = None
+        exchange = Exchange(self, scope, parser.should_keep_alive(), self.expect_continue, rid)
         self.expect_continue = False
         self.reading = exchange
         if self.active is None:
@@ -267,8 +280,12 @@ class Connection(asyncio.Protocol):
 
     def _start(self, exchange: Exchange) -> None:
         self.active = exchange
+        # The request's task copies the context as it is made: its log
+        # lines carry the request id (set here, and put back after).
+        token = REQUEST_ID.set(exchange.request_id.decode("latin-1"))
         task = self.loop.create_task(
             self.server.app(exchange.scope, exchange.receive, exchange.send))
+        REQUEST_ID.reset(token)
         task.add_done_callback(exchange.app_done)
         exchange.task = task
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import time
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +24,17 @@ DISCONNECT = {"type": "http.disconnect"}
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 CLOSE = b"connection: close\r\n"
 GONE = "codeq.gone"  # scope key of Exchange.gone
+REQUEST_ID_KEY = "codeq.request_id"  # scope key of the request's id
+# The id of the request being handled, for log lines (see RequestIdFilter).
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+class RequestIdFilter(logging.Filter):
+    """Put the current request's id on every log record (``%(request_id)s``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get()
+        return True
 
 
 def error_response(error: CodeqError, date: bytes) -> bytes:
@@ -43,11 +56,15 @@ class Exchange:
 
     __slots__ = ("chunked", "chunks", "conn", "continue_expected", "delivered", "disconnected",
                  "finished", "gone_future", "head_only", "head_sent", "headers", "keep_alive",
-                 "more_body", "scope", "started", "status", "task", "waiter")
+                 "more_body", "received", "request_id", "scope", "started", "status", "task",
+                 "waiter")
 
     def __init__(self, conn: Connection, scope: dict[str, Any], keep_alive: bool,
-                 continue_expected: bool) -> None:
+                 continue_expected: bool, request_id: bytes) -> None:
         self.conn = conn
+        self.request_id = request_id
+        self.received = time.perf_counter()
+        scope[REQUEST_ID_KEY] = request_id
         self.scope = scope
         self.keep_alive = keep_alive
         self.continue_expected = continue_expected
@@ -174,6 +191,9 @@ class Exchange:
                 self.finished = True
                 self._wake()  # a receive() watching for a disconnect: the exchange is over
                 self.conn.response_complete(self)
+                hook = self.conn.server.on_response
+                if hook is not None:
+                    hook(self.scope, self.status, time.perf_counter() - self.received)
             elif self.conn.write_paused:
                 await self.conn.drain()
         else:
@@ -209,7 +229,7 @@ class Exchange:
                 framed = True
             elif name == b"connection" and value.lower() == b"close":
                 close = True
-        extra = self.conn.server.date_header
+        extra = self.conn.server.date_header + b"x-request-id: %s\r\n" % self.request_id
         if not (framed or self.head_only or self.status in BODILESS):
             if more:
                 self.chunked = True

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
 
@@ -25,9 +26,13 @@ class HttpServer:
     cut. The app's lifespan runs around all of it.
     """
 
-    def __init__(self, app: Any, settings: Settings) -> None:
+    def __init__(self, app: Any, settings: Settings,
+                 on_response: Callable[[dict[str, Any], int, float], None] | None = None,
+                 ) -> None:
         self.app = app
         self.settings = settings
+        # Called with (scope, status, seconds) as each response is complete.
+        self.on_response = on_response
         self.loop = asyncio.get_running_loop()
         self.connections: set[Connection] = set()
         self.all_closed = asyncio.Event()  # set once stopping and the last one is gone
