@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import sys
 
 from codeq.config import OPTIONS, Settings
-from tests.support import ROOT
+from tests.support import ROOT, CodeqServer, StoreServer
 
 README = (ROOT / "README.md").read_text()
 
@@ -53,3 +55,21 @@ def test_readme_curl_walk_through_runs_as_written(codeq_server):
     assert json.loads(result)["status"] == "COMPLETED"
     assert json.loads(read)["task"]["status"] == "COMPLETED"
     assert json.loads(read)["result"]["result"] == {"messageId": "m-1"}
+
+
+def test_readme_authentication_example_runs_as_written():
+    section = README.split("## Authentication, tenants, scopes", 1)[1]
+    script = section.split("```python\n", 1)[1].split("```", 1)[0]
+    secret = re.search(r'SECRET = "([^"]+)"', script).group(1)
+    store = StoreServer().start()
+    server = CodeqServer("--store-url", store.url, "--log-level", "warning", "--auth", "on",
+                         env={"CODEQ_JWT_SECRET": secret}).start()
+    try:
+        script = script.replace("http://127.0.0.1:8080", server.base)
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert "'sent': True" in proc.stdout
+    finally:
+        server.stop()
+        store.cleanup()

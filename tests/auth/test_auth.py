@@ -233,6 +233,12 @@ def test_another_tenants_tasks_read_as_not_found_everywhere(as_, command):
     assert reply.status_code == 204
     # And the task is untouched: still ours, in progress.
     assert mine.get(f"{V1}/tasks/{task['id']}").json()["status"] == "IN_PROGRESS"
+    # Subscriptions too are the tenant's own.
+    sub = mine.post(f"{V1}/workers/subscriptions",
+                    json={"callbackUrl": "https://example.com/hook"}).json()["subscriptionId"]
+    assert theirs.post(f"{V1}/workers/subscriptions/{sub}/heartbeat").status_code == 404
+    assert theirs.delete(f"{V1}/workers/subscriptions/{sub}").status_code == 404
+    assert mine.delete(f"{V1}/workers/subscriptions/{sub}").status_code == 204
 
 
 def test_the_tokens_file_is_reread_on_sighup(auth_server, tokens_file, as_, command):

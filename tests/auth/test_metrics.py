@@ -7,7 +7,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import CodeqServer, StoreServer, wait_until
 
-W = {"X-Worker-Id": "w1"}
+from .conftest import static_token
+
+W: dict[str, str] = {}  # the worker is the token's name
 V1 = "/v1/codeq"
 
 
@@ -26,13 +28,16 @@ def value(samples, name: str, **labels) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def test_metrics_after_a_known_sequence_with_two_processes(command):
+def test_metrics_after_a_known_sequence_with_two_processes(tokens_file, command):
     store = StoreServer().start()
     server = CodeqServer("--store-url", store.url, "--workers", "2", "--log-level", "warning",
-                         "--tick-interval", "0.05").start()
+                         "--tick-interval", "0.05", "--auth", "on",
+                         "--tokens-file", str(tokens_file)).start()
     try:
         # Many connections, so both processes take some of the requests.
-        clients = [httpx.Client(base_url=server.base, timeout=20) for _ in range(8)]
+        auth = {"Authorization": f"Bearer {static_token('everything')}"}
+        clients = [httpx.Client(base_url=server.base, timeout=20, headers=auth)
+                   for _ in range(8)]
         for n in range(16):
             reply = clients[n % 8].post(f"{V1}/tasks", json={"command": command, "payload": n})
             assert reply.status_code == 202
@@ -55,21 +60,21 @@ def test_metrics_after_a_known_sequence_with_two_processes(command):
         clients[3].post(f"{V1}/tasks/{task['id']}/nack", headers=W, json={})
         clients[4].post(f"{V1}/tasks/claim", headers=W,
                         json={"commands": [command + ".two"], "leaseSeconds": 1})
-        q = {"tenant": "default", "command": command}
+        q = {"tenant": "acme", "command": command}
         expected = [
-            ("codeq_lease_expirations_total", {"tenant": "default", "command": command + ".two"},
+            ("codeq_lease_expirations_total", {"tenant": "acme", "command": command + ".two"},
              1),
             ("codeq_tasks_created_total", q, 16),
             ("codeq_tasks_claimed_total", q, 4),
             ("codeq_tasks_completed_total", {"status": "COMPLETED", **q}, 2),
             ("codeq_tasks_completed_total", {"status": "FAILED", **q}, 1),
-            ("codeq_tasks_dead_lettered_total", {"tenant": "default", "command": command + ".one",
+            ("codeq_tasks_dead_lettered_total", {"tenant": "acme", "command": command + ".one",
                                                  "reason": "MAX_ATTEMPTS"}, 1),
-            ("codeq_tasks_dead_lettered_total", {"tenant": "default", "command": command + ".two",
+            ("codeq_tasks_dead_lettered_total", {"tenant": "acme", "command": command + ".two",
                                                  "reason": "LEASE_EXPIRED"}, 1),
             ("codeq_queue_depth", {"state": "ready", **q}, 12),
             ("codeq_queue_depth", {"state": "in_progress", **q}, 1),
-            ("codeq_queue_depth", {"tenant": "default", "command": command + ".one",
+            ("codeq_queue_depth", {"tenant": "acme", "command": command + ".one",
                                    "state": "dlq"}, 1),
             ("codeq_http_requests_total", {"route": "/v1/codeq/tasks", "method": "POST",
                                            "status": "202"}, 18),
