@@ -291,6 +291,67 @@ class Tasks(Struct):
     tasks: list[Task]
 
 
+# -- response shapes the OpenAPI document names (codeq/api/openapi.py) ---------------
+
+
+class Error(Struct, omit_defaults=True):
+    """Every error: what is wrong, a stable code, and the field or scope at fault."""
+
+    error: str
+    code: str
+    field: str | None = None
+    scope: str | None = None
+
+
+class CreateOutcome(Struct, omit_defaults=True):
+    """One item of a batch create: ``task``, or the error fields."""
+
+    task: Task | None = None
+    error: str | None = None
+    code: str | None = None
+    field: str | None = None
+
+
+class CreateOutcomes(Struct):
+    results: list[CreateOutcome]
+
+
+class ResultOutcome(Struct, omit_defaults=True):
+    """One item of a batch of results: ``taskId`` and ``result``, or the error fields."""
+
+    taskId: str | None = None
+    result: Result | None = None
+    error: str | None = None
+    code: str | None = None
+    field: str | None = None
+
+
+class ResultOutcomes(Struct):
+    results: list[ResultOutcome]
+
+
+class Queues(Struct):
+    queues: list[Queue]
+
+
+class DeadLetterPage(Struct):
+    tasks: list[DeadLetter]
+    nextCursor: str | None
+
+
+class Requeued(Struct):
+    requeued: int
+
+
+class Removed(Struct):
+    removed: int
+
+
+class Status(Struct, omit_defaults=True):
+    status: str
+    error: str | None = None
+
+
 # One JSON decoder per request body, each decoding raw bytes straight into its Struct.
 request_decoders: dict[type, msgspec.json.Decoder] = {
     kind: msgspec.json.Decoder(kind)

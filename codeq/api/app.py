@@ -13,7 +13,7 @@ from typing import Any
 import falcon
 import falcon.asgi
 
-from codeq.api import admin, claims, health, results, subscriptions, tasks
+from codeq.api import admin, claims, health, openapi, results, subscriptions, tasks
 from codeq.api.common import Context, send
 from codeq.api.requests import response_hook
 from codeq.auth import Authenticator
@@ -122,6 +122,7 @@ def create_app(engine: Engine, settings: Settings) -> Service:
     route("/healthz", health.Health())
     route("/readyz", health.Ready(ctx))
     route("/metrics", MetricsResource(engine, counting))
+    route(f"{PREFIX}/openapi.json", openapi.OpenApi())
     route(f"{PREFIX}/tasks", tasks.Tasks(ctx))
     route(f"{PREFIX}/tasks/batch", tasks.TaskBatch(ctx))
     route(f"{PREFIX}/tasks/claim", claims.Claim(ctx))
