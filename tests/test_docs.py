@@ -73,3 +73,21 @@ def test_readme_authentication_example_runs_as_written():
     finally:
         server.stop()
         store.cleanup()
+
+
+def test_readme_client_example_runs_as_written():
+    section = README.split("## Python client", 1)[1]
+    script = section.split("```python\n", 1)[1].split("```", 1)[0]
+    # A server of its own: the example leaves its tasks queued.
+    store = StoreServer().start()
+    server = CodeqServer("--store-url", store.url, "--log-level", "warning").start()
+    try:
+        script = script.replace("http://127.0.0.1:8080", server.base)
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        first, second = proc.stdout.splitlines()
+        assert first.endswith(" PENDING 250") and second == "None"
+    finally:
+        server.stop()
+        store.cleanup()

@@ -1,0 +1,228 @@
+"""A worker runtime: claim tasks, run handlers, heartbeat, report.
+
+    from codeq.worker import Worker
+
+    def send_email(payload, ctx):
+        ...                      # raise to nack (retried later); return a JSON value
+        return {"messageId": "m-1"}
+
+    Worker("http://127.0.0.1:8080", handlers={"email.send": send_email},
+           concurrency=8).run()  # until SIGTERM / SIGINT or worker.stop()
+
+Claims long-poll (a batch claim when more than one slot is free) and never
+take more tasks than free slots. Sync handlers run in a thread pool, async
+ones on the loop. Each task's lease is extended every third of its length
+while its handler runs. What a handler returns is the COMPLETED result; what
+it raises becomes a nack (reason: the exception), retried after the
+handler's ``retry_delay`` attribute if it has one, else the server's backoff.
+On stop, no more claims are made; handlers get ``grace_seconds`` to finish,
+and the tasks still running after that are abandoned (claimable at once by
+another worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import msgspec
+
+from codeq.client.types import Task
+
+log = logging.getLogger("codeq.worker")
+
+Handler = Callable[[Any, "TaskContext"], Any]
+_task = msgspec.json.Decoder(Task)
+_tasks = msgspec.json.Decoder(dict[str, list[Task]])
+
+
+class TaskContext:
+    """What a handler knows of its task, and the one thing it may do to it."""
+
+    def __init__(self, worker: Worker, task: Task, lease_seconds: float) -> None:
+        self.task = task
+        self.attempts = task.attempts
+        self.deadline = time.monotonic() + lease_seconds  # the lease's end, monotonic
+        self._worker = worker
+        self._lease_seconds = lease_seconds
+
+    def heartbeat(self) -> None:
+        """Extend the lease now (it is also extended every third of it)."""
+        loop = self._worker.loop
+        assert loop is not None
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop()
+            raise TypeError("on the event loop, await ctx.aheartbeat() instead")
+        asyncio.run_coroutine_threadsafe(self.aheartbeat(), loop).result()
+
+    async def aheartbeat(self) -> None:
+        await self._worker._heartbeat(self)
+
+
+class Worker:
+    """See the module docstring."""
+
+    def __init__(self, url: str, handlers: Mapping[str, Handler], *, concurrency: int = 8,
+                 token: str | None = None, worker_id: str | None = None,
+                 lease_seconds: float = 60.0, wait_seconds: float = 10.0,
+                 grace_seconds: float = 30.0) -> None:
+        if not handlers:
+            raise ValueError("a worker needs at least one handler")
+        self.url = url.rstrip("/")
+        self.handlers = dict(handlers)
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.wait_seconds = wait_seconds
+        self.grace_seconds = grace_seconds
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if worker_id or not token:
+            self.headers["X-Worker-Id"] = worker_id or f"codeq-worker-{id(self):x}"
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self.processed = 0  # tasks whose outcome was reported
+
+    # -- running and stopping ---------------------------------------------------
+
+    def run(self) -> None:
+        """Work until SIGTERM, SIGINT or ``stop()``."""
+        asyncio.run(self.run_async(signals=True))
+
+    def stop(self) -> None:
+        """Ask a running worker to stop (from any thread)."""
+        if self.loop is not None and self._stopping is not None:
+            self.loop.call_soon_threadsafe(self._stopping.set)
+
+    async def run_async(self, signals: bool = False) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        if signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.loop.add_signal_handler(sig, self._stopping.set)
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="codeq-handler")
+        limits = httpx.Limits(max_connections=self.concurrency + 2)
+        async with httpx.AsyncClient(base_url=self.url + "/v1/codeq", headers=self.headers,
+                                     timeout=self.wait_seconds + 30, limits=limits) as http:
+            self.http = http
+            try:
+                await self._claim_loop(pool)
+            finally:
+                await self._wind_down()
+                pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _claim_loop(self, pool: ThreadPoolExecutor) -> None:
+        assert self._stopping is not None
+        commands = sorted(self.handlers)
+        while not self._stopping.is_set():
+            free = self.concurrency - len(self._running)
+            if free <= 0:
+                await self._until_a_slot_or_stop()
+                continue
+            try:
+                tasks = await self._claim(commands, free)
+            except (httpx.HTTPError, OSError) as exc:
+                log.warning("claim failed (%s); trying again in 1 s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), 1.0)
+                continue
+            for task in tasks:
+                job = asyncio.create_task(self._work(task, pool))
+                self._running.add(job)
+                job.add_done_callback(self._running.discard)
+
+    async def _until_a_slot_or_stop(self) -> None:
+        assert self._stopping is not None
+        stop = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({stop, *self._running}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+
+    async def _claim(self, commands: list[str], free: int) -> list[Task]:
+        body: dict[str, Any] = {"commands": commands, "leaseSeconds": self.lease_seconds,
+                                "waitSeconds": self.wait_seconds}
+        if free > 1:
+            reply = await self.http.post("/tasks/claim/batch", json={**body, "count": free})
+        else:
+            reply = await self.http.post("/tasks/claim", json=body)
+        if reply.status_code == 204:
+            return []
+        reply.raise_for_status()
+        if free > 1:
+            return _tasks.decode(reply.content)["tasks"]
+        return [_task.decode(reply.content)]
+
+    async def _wind_down(self) -> None:
+        """Let running handlers finish within the grace period; abandon the rest."""
+        if not self._running:
+            return
+        _, pending = await asyncio.wait(self._running, timeout=self.grace_seconds)
+        for job in pending:
+            job.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- one task -----------------------------------------------------------------
+
+    async def _work(self, task: Task, pool: ThreadPoolExecutor) -> None:
+        ctx = TaskContext(self, task, self.lease_seconds)
+        keeper = asyncio.create_task(self._keep_leased(ctx))
+        handler = self.handlers[task.command]
+        try:
+            payload = msgspec.json.decode(task.payload)
+            if asyncio.iscoroutinefunction(handler):
+                result = await handler(payload, ctx)
+            else:
+                assert self.loop is not None
+                result = await self.loop.run_in_executor(pool, handler, payload, ctx)
+        except asyncio.CancelledError:
+            keeper.cancel()
+            await self._report(task, "abandon", {})
+            raise
+        except Exception as exc:
+            keeper.cancel()
+            body: dict[str, Any] = {"reason": f"{type(exc).__name__}: {exc}"[:4000]}
+            delay = getattr(handler, "retry_delay", None)
+            if delay is not None:
+                body["delaySeconds"] = delay
+            await self._report(task, "nack", body)
+            return
+        keeper.cancel()
+        await self._report(task, "result", {"status": "COMPLETED", "result": result})
+
+    async def _keep_leased(self, ctx: TaskContext) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                await self._heartbeat(ctx)
+            except (httpx.HTTPError, OSError) as exc:
+                log.warning("heartbeat of task %s failed: %s", ctx.task.id, exc)
+
+    async def _heartbeat(self, ctx: TaskContext) -> None:
+        reply = await self.http.post(f"/tasks/{ctx.task.id}/heartbeat", json={
+            "extendSeconds": self.lease_seconds, "leaseId": ctx.task.leaseId})
+        reply.raise_for_status()
+        ctx.deadline = time.monotonic() + self.lease_seconds
+
+    async def _report(self, task: Task, what: str, body: dict[str, Any]) -> None:
+        body["leaseId"] = task.leaseId
+        # Shielded: a stop must not cut the report of a finished handler short.
+        try:
+            reply = await asyncio.shield(self.http.post(
+                f"/tasks/{task.id}/{what}", content=msgspec.json.encode(body),
+                headers={"Content-Type": "application/json"}))
+        except (httpx.HTTPError, OSError) as exc:
+            log.error("%s of task %s not reported (%s): its lease will run out", what,
+                      task.id, exc)
+            return
+        if reply.status_code >= 400:
+            log.error("%s of task %s refused: %s", what, task.id, reply.text[:300])
+        else:
+            self.processed += 1
+
+
+__all__ = ["Handler", "TaskContext", "Worker"]
