@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from codeq import __version__, config
+from codeq import __version__, config, ops
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,11 +33,14 @@ def _parser() -> argparse.ArgumentParser:
             help=f"{option.help} [env {option.env}] (default: {option.default!r})",
             default=None, action="append" if many else "store",
         )
+    ops.add_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command != "serve":
+        return ops.run(args)
     if args.command == "serve":
         flags = {o.name: getattr(args, o.name, None) for o in config.OPTIONS}
         flags["store_url"] = args.store_url or args.store_url_flag

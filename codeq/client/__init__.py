@@ -30,6 +30,7 @@ import msgspec
 
 from codeq.client.errors import CodeqError, NotFound, RateLimited, Unavailable, error_of
 from codeq.client.types import Result, Task, TaskResult
+from codeq.schemas import DeadLetterPage, Queue, QueueDetail
 
 AUTO: Any = object()  # a fresh idempotency key for each create
 MAX_BATCH = 100
@@ -37,6 +38,10 @@ V1 = "/v1/codeq"
 
 _task = msgspec.json.Decoder(Task)
 _with_result = msgspec.json.Decoder(TaskResult)
+_queues = msgspec.json.Decoder(dict[str, list[Queue]])
+_queue = msgspec.json.Decoder(QueueDetail)
+_dlq = msgspec.json.Decoder(DeadLetterPage)
+_count = msgspec.json.Decoder(dict[str, int])
 _outcomes = msgspec.json.Decoder(dict[str, list[dict[str, msgspec.Raw]]])
 
 
@@ -197,6 +202,35 @@ class Client(_Base):
                     if exc.code != "RESULT_NOT_FOUND":
                         raise
         return done
+
+
+    # -- admin (scope codeq:admin) -------------------------------------------------
+
+    def queues(self) -> list[Queue]:
+        """Every queue of the tenant with its depths."""
+        return _queues.decode(self._call("GET", "/admin/queues", retry=True))["queues"]
+
+    def queue(self, command: str) -> QueueDetail:
+        return _queue.decode(self._call("GET", f"/admin/queues/{command}", retry=True))
+
+    def dlq(self, command: str, limit: int = 100, cursor: str | None = None,
+            ) -> DeadLetterPage:
+        """A page of the queue's dead-lettered tasks, oldest first."""
+        params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        return _dlq.decode(self._call("GET", f"/admin/queues/{command}/dlq", retry=True,
+                                      params=params))
+
+    def requeue(self, command: str, ids: list[str] | None = None) -> int:
+        """Requeue dead-lettered tasks (the given ones, or the oldest 500)."""
+        body = {"ids": ids} if ids else None
+        return _count.decode(self._call("POST", f"/admin/queues/{command}/dlq/requeue",
+                                        retry=False, json=body))["requeued"]
+
+    def purge(self, command: str, ids: list[str] | None = None) -> int:
+        """Remove dead-lettered tasks for good (the given ones, or the oldest 500)."""
+        body = {"ids": ids} if ids else None
+        return _count.decode(self._call("POST", f"/admin/queues/{command}/dlq/purge",
+                                        retry=False, json=body))["removed"]
 
 
 class AsyncClient(_Base):
