@@ -91,3 +91,19 @@ def test_readme_client_example_runs_as_written():
     finally:
         server.stop()
         store.cleanup()
+
+
+def test_readme_worker_example_runs_as_written():
+    section = README.split("### A worker", 1)[1]
+    script = section.split("```python\n", 1)[1].split("```", 1)[0]
+    store = StoreServer().start()
+    server = CodeqServer("--store-url", store.url, "--log-level", "warning").start()
+    try:
+        script = script.replace("http://127.0.0.1:8080", server.base)
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert "{'messageId': 'm-" in proc.stdout and "{'width': 320}" in proc.stdout
+    finally:
+        server.stop()
+        store.cleanup()

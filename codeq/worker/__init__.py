@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -92,8 +93,9 @@ class Worker:
     # -- running and stopping ---------------------------------------------------
 
     def run(self) -> None:
-        """Work until SIGTERM, SIGINT or ``stop()``."""
-        asyncio.run(self.run_async(signals=True))
+        """Work until SIGTERM, SIGINT (in the main thread) or ``stop()``."""
+        main = threading.current_thread() is threading.main_thread()
+        asyncio.run(self.run_async(signals=main))
 
     def stop(self) -> None:
         """Ask a running worker to stop (from any thread)."""

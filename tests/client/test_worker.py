@@ -55,7 +55,7 @@ def test_handlers_succeed_fail_and_outlive_a_short_lease(server):
     async def slow(payload, ctx):
         with lock:
             runs[ctx.task.id] += 1
-        await asyncio.sleep(2.5)  # past the 1.5 s lease: the heartbeats keep it
+        await asyncio.sleep(4.5)  # past the 3 s lease: the heartbeats keep it
         return "slow"
 
     def beat(payload, ctx):
@@ -66,22 +66,22 @@ def test_handlers_succeed_fail_and_outlive_a_short_lease(server):
     with Client(server.base) as codeq:
         beats = [codeq.create("beat", n).id for n in range(2)]
         ok = [t.id for t in codeq.create_many({"command": "double", "payload": n}
-                                              for n in range(300))]
+                                              for n in range(945))]
         bad = [t.id for t in codeq.create_many({"command": "flaky", "payload": n}
                                                for n in range(50))]
         slows = [codeq.create("slow", n).id for n in range(3)]
         worker = Worker(server.base, {"double": double, "flaky": flaky, "slow": slow,
                                       "beat": beat},
-                        concurrency=20, lease_seconds=1.5, wait_seconds=1)
+                        concurrency=20, lease_seconds=3, wait_seconds=1)
         thread = run_in_thread(worker)
         done = codeq.wait_for([*ok, *bad, *slows, *beats], timeout=60)
         worker.stop()
         thread.join(30)
     assert not thread.is_alive()
-    assert len(done) == 355
+    assert len(done) == 1000
     assert all(done[i].result.result is True for i in beats)
     assert all(done[i].result.status == "COMPLETED" for i in done)
-    assert sorted(done[i].result.result["double"] for i in ok) == [2 * n for n in range(300)]
+    assert sorted(done[i].result.result["double"] for i in ok) == [2 * n for n in range(945)]
     assert all(runs[i] == 1 and done[i].task.attempts == 1 for i in ok + slows)
     assert all(runs[i] == 2 and done[i].result.result == "second try" for i in bad)
 

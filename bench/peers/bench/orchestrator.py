@@ -68,6 +68,9 @@ CASES = [
     # Added in codeQ's copy: the batch endpoints (POST /tasks/batch of 100;
     # claim/batch + batch/results).
     ("codeq-batch", "codeq_peer", "codeq", "batch", "codeq"),
+    # And the Python SDK: codeq.client producers, a codeq.worker.Worker.
+    ("codeq-sdk", "codeq_peer", "codeq", "sdk", "codeq"),
+    ("codeq-sdk-batch", "codeq_peer", "codeq", "sdk-batch", "codeq"),
 ]
 REDIS_BACKED = ("redis", "codeq")  # server "codeq": a codeq serve per phase, on the harness's redis-server
 

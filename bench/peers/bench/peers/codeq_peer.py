@@ -10,6 +10,10 @@ Producer: POST /v1/codeq/tasks {"command": "bench", "payload": payload}, expecti
   variant "raw" the minimal asyncio client below, one create at a time
   variant "batch" (added in codeQ's copy of the harness) the raw client, POST
                 /tasks/batch of BATCH tasks, BATCH_INFLIGHT batches in flight
+  variant "sdk" (codeQ's copy) codeq.client.Client.create in a loop
+  variant "sdk-batch" (codeQ's copy) Client.create_many of BATCH tasks in a loop
+Worker of the sdk variants: codeq.worker.Worker, concurrency LANES, a no-op async
+handler.
 Worker: 1 process, asyncio (uvloop if importable), 50 lanes; each lane loops
 claim (lease 60 s, long-poll 5 s; 204 = none) -> run -> result COMPLETED with the
 leaseId, on one aiohttp ClientSession (variants "" and "p50") or one raw connection
@@ -26,6 +30,7 @@ import json
 import os
 import re
 import signal
+import time
 
 from bench import common
 
@@ -41,7 +46,9 @@ WORKER_ID = "bench-worker-%d" % os.getpid()
 HEADERS = {"Content-Type": "application/json"}
 WORKER_HEADERS = dict(HEADERS, **{"X-Worker-Id": WORKER_ID})
 CLIENT = {"": "aiohttp", "p50": "aiohttp", "raw": "raw asyncio HTTP/1.1 (this adapter)",
-          "batch": "raw asyncio HTTP/1.1 (this adapter)"}[common.VARIANT]
+          "batch": "raw asyncio HTTP/1.1 (this adapter)", "sdk": "codeq.client / codeq.worker",
+          "sdk-batch": "codeq.client / codeq.worker"}[common.VARIANT]
+SDK = common.VARIANT.startswith("sdk")
 BATCH, BATCH_INFLIGHT, BATCH_LANES = 100, 2, 4
 TASKS_BATCH = "/v1/codeq/tasks/batch"
 CLAIM_BATCH = "/v1/codeq/tasks/claim/batch"
@@ -146,7 +153,45 @@ def produce_batches():
     run(main())
 
 
+def produce_sdk():
+    from codeq.client import Client
+
+    with Client(BASE, retries=0) as codeq:
+        if common.VARIANT == "sdk":
+            common.run_sync_producer(lambda i: codeq.create(COMMAND, common.payload(i)))
+            return
+        ok, errors, first_error = 0, 0, None
+        c0, t0 = time.process_time(), time.monotonic()
+        for start in range(common.FIRST, common.FIRST + common.N, BATCH):
+            stop = min(start + BATCH, common.FIRST + common.N)
+            try:
+                out = codeq.create_many({"command": COMMAND, "payload": common.payload(i)}
+                                        for i in range(start, stop))
+                ok += sum(1 for t in out if not isinstance(t, Exception))
+                errors += sum(1 for t in out if isinstance(t, Exception))
+            except Exception as e:
+                errors += stop - start
+                first_error = first_error or repr(e)[:300]
+        t1, c1 = time.monotonic(), time.process_time()
+        common.write_result(common._result(ok, errors, first_error, t0, t1, c0, c1,
+                                           "Client.create_many, batches of %d" % BATCH))
+
+
+def work_sdk():
+    from codeq.worker import Worker
+
+    async def handler(payload, ctx):
+        common.handle(payload)
+
+    worker = Worker(BASE, {COMMAND: handler}, concurrency=LANES, worker_id=WORKER_ID,
+                    lease_seconds=LEASE_S, wait_seconds=WAIT_S, grace_seconds=5)
+    worker.run()  # until SIGTERM
+    print("worker-stats " + json.dumps({"processed": worker.processed}), flush=True)
+
+
 def produce():
+    if SDK:
+        return produce_sdk()
     if common.VARIANT == "batch":
         return produce_batches()
     if common.VARIANT == "":
@@ -188,6 +233,8 @@ def produce():
 
 
 def work():
+    if SDK:
+        return work_sdk()
     lanes_n = BATCH_LANES if common.VARIANT == "batch" else LANES
     stats = {"responses": collections.Counter(), "errors": 0, "first_error": None, "tasks_per_lane": [0] * lanes_n}
 
@@ -304,7 +351,9 @@ def describe():
     producer = {"batch": "raw asyncio HTTP/1.1 client, POST /tasks/batch of %d, %d in flight" % (BATCH, BATCH_INFLIGHT),
                 "": "http.client, one create at a time over one keep-alive connection",
                 "p50": "aiohttp ClientSession, %d creates in flight" % common.PRODUCER_CONCURRENCY,
-                "raw": "raw asyncio HTTP/1.1 client, one create at a time over one keep-alive connection"}
+                "raw": "raw asyncio HTTP/1.1 client, one create at a time over one keep-alive connection",
+                "sdk": "codeq.client.Client.create, one at a time",
+                "sdk-batch": "codeq.client.Client.create_many, %d a call" % BATCH}
     return {
         "versions": common.versions("codeq", "aiohttp", "uvloop", "uvicorn", "httptools", "falcon", "msgspec",
                                     "hiredis", "redis"),
@@ -312,7 +361,9 @@ def describe():
             "server": "codeq serve --host 127.0.0.1 --port <free> --workers 1 --store <harness redis-server>; "
                       "other settings default (tick 0.25 s, retention 24 h, access log off)",
             "codeq_source": source,
-            "worker": ("1 process, %s, %d lanes on raw keep-alive connections: claim/batch (count %d) -> run -> "
+            "worker": ("codeq.worker.Worker, concurrency %d, no-op async handler (claim/batch when "
+                       "slots are free)" % LANES) if SDK else
+                      ("1 process, %s, %d lanes on raw keep-alive connections: claim/batch (count %d) -> run -> "
                        "batch/results" % (loop, BATCH_LANES, BATCH)) if common.VARIANT == "batch" else
                       "1 process, %s, %d lanes on %s: claim -> run -> result" % (
                 loop, LANES, "one aiohttp ClientSession (pool %d)" % LANES if common.VARIANT != "raw"
