@@ -76,7 +76,7 @@ def test_readme_authentication_example_runs_as_written():
 
 
 def test_readme_client_example_runs_as_written():
-    section = README.split("## Python client", 1)[1]
+    section = README.split("### The client", 1)[1]
     script = section.split("```python\n", 1)[1].split("```", 1)[0]
     # A server of its own: the example leaves its tasks queued.
     store = StoreServer().start()
