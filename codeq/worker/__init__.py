@@ -42,7 +42,9 @@ log = logging.getLogger("codeq.worker")
 Handler = Callable[[Any, "TaskContext"], Any]
 _task = msgspec.json.Decoder(Task)
 _tasks = msgspec.json.Decoder(dict[str, list[Task]])
+_outcomes = msgspec.json.Decoder(dict[str, list[dict[str, Any]]])
 JSON = {"Content-Type": "application/json"}
+MAX_BATCH = 100  # results a request
 
 
 class CodeqHttpError(Exception):
@@ -94,6 +96,8 @@ class Worker:
         self._stopping: asyncio.Event | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._leased: dict[str, TaskContext] = {}  # task id -> its running handler's context
+        self._completed: list[tuple[Task, Any, asyncio.Future[None]]] = []  # to report
+        self._flushes: set[asyncio.Future[None]] = set()
         self._async: dict[str, bool] = {c: asyncio.iscoroutinefunction(h)
                                         for c, h in self.handlers.items()}
         self.processed = 0  # tasks whose outcome was reported
@@ -186,6 +190,7 @@ class Worker:
         for job in pending:
             job.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*self._flushes, return_exceptions=True)  # results on their way
 
     # -- one task -----------------------------------------------------------------
 
@@ -200,6 +205,7 @@ class Worker:
             else:
                 assert self.loop is not None
                 result = await self.loop.run_in_executor(pool, handler, payload, ctx)
+            result = msgspec.Raw(msgspec.json.encode(result))  # not JSON: a nack
         except asyncio.CancelledError:
             del self._leased[task.id]
             await self._report(task, "abandon", {})
@@ -213,7 +219,50 @@ class Worker:
             await self._report(task, "nack", body)
             return
         del self._leased[task.id]
-        await self._report(task, "result", {"status": "COMPLETED", "result": result})
+        await self._complete(task, result)
+
+    async def _complete(self, task: Task, result: Any) -> None:
+        """Report a COMPLETED result, with the others finished in the same turn of
+        the loop: one POST /tasks/batch/results for up to 100 of them.
+
+        PERF: an HTTP request per task was most of the worker's CPU.
+        """
+        assert self.loop is not None
+        done = self.loop.create_future()
+        self._completed.append((task, result, done))
+        if len(self._completed) == 1:
+            self.loop.call_soon(self._flush_results)
+        await done
+
+    def _flush_results(self) -> None:
+        batch, self._completed = self._completed[:MAX_BATCH], self._completed[MAX_BATCH:]
+        if self._completed:
+            assert self.loop is not None
+            self.loop.call_soon(self._flush_results)
+        flush = asyncio.ensure_future(self._post_results(batch))
+        self._flushes.add(flush)
+        flush.add_done_callback(self._flushes.discard)
+
+    async def _post_results(self, batch: list[tuple[Task, Any, asyncio.Future[None]]]) -> None:
+        body = {"results": [{"taskId": t.id, "leaseId": t.leaseId, "status": "COMPLETED",
+                             "result": r} for t, r, _ in batch]}
+        try:
+            status, data = await self._post("/tasks/batch/results", body)
+            if status != 200:
+                raise CodeqHttpError(f"batch/results answered {status}: {data[:200]!r}")
+            for (task, _, _), item in zip(batch, _outcomes.decode(data)["results"],
+                                          strict=True):
+                if "result" in item:
+                    self.processed += 1
+                else:
+                    log.error("result of task %s refused: %s", task.id, item)
+        except (aiohttp.ClientError, OSError, TimeoutError, CodeqHttpError) as exc:
+            log.error("%d results not reported (%s): their leases will run out", len(batch),
+                      exc)
+        finally:
+            for _, _, done in batch:
+                if not done.done():
+                    done.set_result(None)
 
     async def _keep_leased(self) -> None:
         """Extend the leases of the running handlers, each every third of its length.
