@@ -57,53 +57,40 @@ def test_readme_curl_walk_through_runs_as_written(codeq_server):
     assert json.loads(read)["result"]["result"] == {"messageId": "m-1"}
 
 
-def test_readme_authentication_example_runs_as_written():
-    section = README.split("## Authentication, tenants, scopes", 1)[1]
-    script = section.split("```python\n", 1)[1].split("```", 1)[0]
-    secret = re.search(r'SECRET = "([^"]+)"', script).group(1)
+def readme_python(heading: str) -> str:
+    """The first Python block of a README section."""
+    return README.split(heading, 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def run_against_own_server(script: str, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run a README script against a codeq serve of its own (the examples leave
+    tasks queued); return what it printed."""
     store = StoreServer().start()
-    server = CodeqServer("--store-url", store.url, "--log-level", "warning", "--auth", "on",
-                         env={"CODEQ_JWT_SECRET": secret}).start()
+    server = CodeqServer("--store-url", store.url, "--log-level", "warning", *args,
+                         env=env).start()
     try:
-        script = script.replace("http://127.0.0.1:8080", server.base)
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                              timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-c", script.replace("http://127.0.0.1:8080", server.base)],
+            capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
-        assert "'sent': True" in proc.stdout
+        return proc.stdout
     finally:
         server.stop()
         store.cleanup()
+
+
+def test_readme_authentication_example_runs_as_written():
+    script = readme_python("## Authentication, tenants, scopes")
+    secret = re.search(r'SECRET = "([^"]+)"', script).group(1)
+    out = run_against_own_server(script, "--auth", "on", env={"CODEQ_JWT_SECRET": secret})
+    assert "'sent': True" in out
 
 
 def test_readme_client_example_runs_as_written():
-    section = README.split("### The client", 1)[1]
-    script = section.split("```python\n", 1)[1].split("```", 1)[0]
-    # A server of its own: the example leaves its tasks queued.
-    store = StoreServer().start()
-    server = CodeqServer("--store-url", store.url, "--log-level", "warning").start()
-    try:
-        script = script.replace("http://127.0.0.1:8080", server.base)
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                              timeout=60)
-        assert proc.returncode == 0, proc.stderr
-        first, second = proc.stdout.splitlines()
-        assert first.endswith(" PENDING 250") and second == "None"
-    finally:
-        server.stop()
-        store.cleanup()
+    first, second = run_against_own_server(readme_python("### The client")).splitlines()
+    assert first.endswith(" PENDING 250") and second == "None"
 
 
 def test_readme_worker_example_runs_as_written():
-    section = README.split("### A worker", 1)[1]
-    script = section.split("```python\n", 1)[1].split("```", 1)[0]
-    store = StoreServer().start()
-    server = CodeqServer("--store-url", store.url, "--log-level", "warning").start()
-    try:
-        script = script.replace("http://127.0.0.1:8080", server.base)
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                              timeout=60)
-        assert proc.returncode == 0, proc.stderr
-        assert "{'messageId': 'm-" in proc.stdout and "{'width': 320}" in proc.stdout
-    finally:
-        server.stop()
-        store.cleanup()
+    out = run_against_own_server(readme_python("### A worker"))
+    assert "{'messageId': 'm-" in out and "{'width': 320}" in out

@@ -6,7 +6,7 @@ import re
 
 import falcon
 
-from codeq.api.common import Resource, read_body, send
+from codeq.api.common import Context, Resource, read_body, send
 from codeq.engine.admin import QueueStats
 from codeq.errors import BadRequest
 from codeq.keys import NAME_PATTERN
@@ -94,28 +94,22 @@ class DeadLetters(Resource):
                     "nextCursor": None if after is None else f"{after[0]}:{after[1]}"})
 
 
-class Requeue(Resource):
-    """POST /v1/codeq/admin/queues/{command}/dlq/requeue {ids?}"""
+class DlqAction(Resource):
+    """POST /v1/codeq/admin/queues/{command}/dlq/requeue or /purge {ids?}:
+    200 {requeued} or {removed}."""
+
+    def __init__(self, ctx: Context, action: str, answer: str) -> None:
+        super().__init__(ctx)
+        self.action = action  # the engine's Admin method: requeue or purge
+        self.answer = answer
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                       command: str) -> None:
         who = await self.ctx.caller(req, ADMIN, "admin")
         body = await read_body(req, self.ctx, Ids, optional=True)
-        count = await self.ctx.engine.admin.requeue(who.tenant, _command(command),
-                                                    _lower(body.ids))
-        send(resp, {"requeued": count})
-
-
-class Purge(Resource):
-    """POST /v1/codeq/admin/queues/{command}/dlq/purge {ids?}"""
-
-    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
-                      command: str) -> None:
-        who = await self.ctx.caller(req, ADMIN, "admin")
-        body = await read_body(req, self.ctx, Ids, optional=True)
-        count = await self.ctx.engine.admin.purge(who.tenant, _command(command),
-                                                  _lower(body.ids))
-        send(resp, {"removed": count})
+        act = getattr(self.ctx.engine.admin, self.action)
+        count = await act(who.tenant, _command(command), _lower(body.ids))
+        send(resp, {self.answer: count})
 
 
 class Cleanup(Resource):

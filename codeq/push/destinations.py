@@ -28,11 +28,16 @@ NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]*))*$", re
 NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 
 
+def _is_network(entry: str) -> bool:
+    """Whether an allowlist entry names addresses (a CIDR or an address), not a host."""
+    return "/" in entry or ":" in entry or bool(NUMERIC_HOST.match(entry))
+
+
 def allow_problems(entries: Iterable[str]) -> list[str]:
     """Return what is wrong with ``--webhook-allow`` entries, if anything."""
     problems = []
     for entry in entries:
-        if "/" in entry or NUMERIC_HOST.match(entry) or ":" in entry:
+        if _is_network(entry):
             try:
                 ipaddress.ip_network(entry, strict=False)
             except ValueError:
@@ -69,7 +74,7 @@ class Destinations:
         self.networks: list[Network] = []
         self.names: set[str] = set()
         for entry in allow:
-            if "/" in entry or NUMERIC_HOST.match(entry) or ":" in entry:
+            if _is_network(entry):
                 self.networks.append(ipaddress.ip_network(entry, strict=False))
             else:
                 self.names.add(entry.lower().rstrip("."))

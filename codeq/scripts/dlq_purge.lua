@@ -18,17 +18,8 @@
 ]]
 -- @include common
 
-local limit = tonumber(ARGV[1])
-local ids = {}
-if #ARGV > 1 then
-  for i = 2, math.min(#ARGV, 1 + limit) do
-    ids[#ids + 1] = ARGV[i]
-  end
-else
-  ids = redis.call('ZRANGE', KEYS[5], 0, limit - 1)
-end
 local removed = 0
-for _, id in ipairs(ids) do
+for _, id in ipairs(dlq_ids(KEYS[5], 2, tonumber(ARGV[1]))) do
   if redis.call('ZREM', KEYS[5], id) == 1 then
     local t = load_task(KEYS[1], id)
     if t and t[IDEM_KEY] and redis.call('HGET', KEYS[6], t[IDEM_KEY]) == id then

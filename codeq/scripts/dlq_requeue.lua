@@ -23,17 +23,9 @@
 ]]
 -- @include common
 
-local now, limit = now_ms(), tonumber(ARGV[1])
-local ids = {}
-if #ARGV > 4 then
-  for i = 5, math.min(#ARGV, 4 + limit) do
-    ids[#ids + 1] = ARGV[i]
-  end
-else
-  ids = redis.call('ZRANGE', KEYS[15], 0, limit - 1)
-end
+local now = now_ms()
 local requeued = 0
-for _, id in ipairs(ids) do
+for _, id in ipairs(dlq_ids(KEYS[15], 5, tonumber(ARGV[1]))) do
   local t = redis.call('ZSCORE', KEYS[15], id) and load_task(KEYS[12], id)
   if t then
     clear_lease(t)

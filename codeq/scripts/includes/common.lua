@@ -93,6 +93,19 @@ local function promote_due(delayed, tiers, tasks, now, limit)
   return promoted
 end
 
+-- The ids an admin call acts on: ARGV[first] and on, up to limit, or when
+-- none are given the oldest `limit` of the dead-letter zset.
+local function dlq_ids(dlq, first, limit)
+  if #ARGV < first then
+    return redis.call('ZRANGE', dlq, 0, limit - 1)
+  end
+  local ids = {}
+  for i = first, math.min(#ARGV, first + limit - 1) do
+    ids[#ids + 1] = ARGV[i]
+  end
+  return ids
+end
+
 local function clear_lease(t)
   t[WORKER], t[LEASE], t[LEASE_UNTIL] = nil, nil, nil
 end
