@@ -20,13 +20,14 @@ import asyncio
 import hashlib
 import time
 from collections import deque
-from urllib.parse import unquote, urlsplit, parse_qs
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import hiredis
 
 from codeq.errors import StoreUnavailable
 
-__all__ = ["Client", "ReplyError", "Script", "StoreUnavailable", "encode_command", "parse_url"]
+__all__ = ["Client", "ClusterClient", "ReplyError", "Script", "Store", "StoreUnavailable", "connect",
+           "encode_command", "key_slot", "parse_url"]
 
 ReplyError = hiredis.ReplyError
 
@@ -99,12 +100,19 @@ def parse_url(str url):
     """Split a store URL into connection settings.
 
     Accepts ``redis://[:password@]host[:port][/db]``, ``rediss`` is refused,
-    and ``unix:///path/to.sock[?db=N]``.
+    ``unix:///path/to.sock[?db=N]``, and
+    ``redis+cluster://[:password@]host:port[,host:port...]/``: the seed nodes
+    of a cluster (``nodes``; ``host`` and ``port`` are the first).
     """
     parts = urlsplit(url)
     settings = {"host": None, "port": None, "path": None, "db": 0,
-                "username": None, "password": None}
-    if parts.scheme == "redis":
+                "username": None, "password": None, "nodes": []}
+    if parts.scheme == "redis+cluster":
+        settings["nodes"] = _seeds(parts.netloc.rpartition("@")[2])
+        settings["host"], settings["port"] = settings["nodes"][0]
+        if parts.path.strip("/"):
+            raise ValueError("a cluster has one database: drop the path of the store URL")
+    elif parts.scheme == "redis":
         settings["host"] = parts.hostname or "127.0.0.1"
         settings["port"] = parts.port or 6379
         db = parts.path.lstrip("/")
@@ -121,12 +129,23 @@ def parse_url(str url):
             raise ValueError(f"store URL database must be a number, got {db!r}")
         settings["db"] = int(db)
     else:
-        raise ValueError(f"unsupported store URL scheme {parts.scheme!r} (use redis:// or unix://)")
+        raise ValueError(f"unsupported store URL scheme {parts.scheme!r} "
+                         "(use redis://, unix:// or redis+cluster://)")
     if parts.username:
         settings["username"] = unquote(parts.username)
     if parts.password:
         settings["password"] = unquote(parts.password)
     return settings
+
+
+def _seeds(str hosts):
+    nodes = []
+    for item in hosts.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"cluster seed {item!r} must be host:port")
+        nodes.append((host.strip("[]"), int(port)))
+    return nodes
 
 
 cdef inline bint _is_message(object reply):
@@ -291,6 +310,7 @@ cdef class Client:
     cdef bint closing
     cdef double command_timeout
     cdef public object last_error
+    cdef int attempts
 
     def __init__(self, str url, *, str name="codeq", channel=None,
                  on_push=None, on_connect=None, double command_timeout=DEF_COMMAND_TIMEOUT):
@@ -308,6 +328,7 @@ cdef class Client:
         self.closing = False
         self.command_timeout = command_timeout
         self.last_error = None
+        self.attempts = 0
         if channel is not None and on_push is None:
             raise ValueError("a subscription needs an on_push callback")
 
@@ -381,7 +402,12 @@ cdef class Client:
         if s["path"]:
             await asyncio.wait_for(loop.create_unix_connection(factory, s["path"]), 5.0)
         else:
-            await asyncio.wait_for(loop.create_connection(factory, s["host"], s["port"]), 5.0)
+            # Given a cluster's seeds (the pub/sub connection), each attempt
+            # tries the next: any node hears every PUBLISH of the cluster.
+            host, port = (s["host"], s["port"]) if not s["nodes"] else \
+                s["nodes"][self.attempts % len(s["nodes"])]
+            self.attempts += 1
+            await asyncio.wait_for(loop.create_connection(factory, host, port), 5.0)
         try:
             await asyncio.wait_for(self._handshake(proto), 10.0)
         except BaseException:
@@ -447,3 +473,437 @@ cdef class Client:
                     proto.close()
                 elif proto.idle(now, timeout):
                     proto.send((b"PING",)).add_done_callback(_consume)
+
+
+# -- cluster -------------------------------------------------------------------
+
+DEF SLOTS = 16384
+# MOVED/ASK redirects one command may follow (a map being rewritten settles
+# in one or two).
+DEF MAX_REDIRECTS = 5
+# Seconds a command keeps retrying TRYAGAIN (its slot is being migrated and
+# its keys are split between two nodes) before the caller gets
+# StoreUnavailable; a slot of a few hundred keys moves in milliseconds.
+DEF TRYAGAIN_SECONDS = 2.0
+# Seconds between slot map refreshes while every node answers; while a node
+# of the map is unreachable (a failover under way), every REFRESH_DOWN.
+DEF REFRESH_IDLE = 10.0
+DEF REFRESH_DOWN = 0.25
+
+cdef unsigned short _CRC16[256]
+
+
+cdef void _crc16_table():
+    cdef unsigned int i, j, c
+    for i in range(256):
+        c = i << 8
+        for j in range(8):
+            c = ((c << 1) ^ 0x1021) if c & 0x8000 else (c << 1)
+        _CRC16[i] = c & 0xFFFF
+
+
+_crc16_table()
+
+
+cdef inline unsigned int _slot(const char* key, Py_ssize_t n):
+    """The cluster slot of a key: CRC16 (XMODEM) of its hash tag, if any."""
+    cdef Py_ssize_t i, start = 0, end = n
+    cdef unsigned int crc = 0
+    for i in range(n):
+        if key[i] == b"{":
+            for end in range(i + 1, n):
+                if key[end] == b"}":
+                    break
+            else:
+                end = n
+            if end < n and end > i + 1:
+                start = i + 1
+            else:
+                end = n
+            break
+    for i in range(start, end):
+        crc = ((crc << 8) & 0xFFFF) ^ _CRC16[((crc >> 8) ^ <unsigned char>key[i]) & 0xFF]
+    return crc & (SLOTS - 1)
+
+
+cpdef unsigned int key_slot(object key) except? 0:
+    """Return the cluster slot (0..16383) of a key, honouring ``{hash tags}``."""
+    cdef const char* data
+    cdef Py_ssize_t n
+    if type(key) is str:
+        data = PyUnicode_AsUTF8AndSize(key, &n)
+        return _slot(data, n)
+    if type(key) is bytes:
+        return _slot(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key))
+    raise TypeError(f"a key is bytes or str, not {type(key).__name__}")
+
+
+# Commands that name no key: sent to any node.
+_KEYLESS = frozenset((b"PING", b"PUBLISH", b"SCRIPT", b"CLUSTER", b"INFO", b"CLIENT", b"TIME",
+                      b"ECHO", b"WAIT", b"DBSIZE"))
+
+
+cdef object _key_of(tuple args):
+    name = args[0]
+    if name == b"EVALSHA" or name == b"EVAL":
+        return args[3] if int(args[2]) else None
+    if len(args) < 2 or (name.upper() if type(name) is bytes else name.upper().encode()) in _KEYLESS:
+        return None
+    return args[1]
+
+
+def connect(str url, *, int wait_replicas=0, **options):
+    """Return the store client a URL asks for: ClusterClient for
+    ``redis+cluster://``, Client otherwise (``wait_replicas``: cluster only)."""
+    if url.startswith("redis+cluster://"):
+        return ClusterClient(url, wait_replicas=wait_replicas, **options)
+    if wait_replicas:
+        raise ValueError("waiting for replicas needs a redis+cluster:// store URL")
+    return Client(url, **options)
+
+
+cdef class _Call:
+    """One command on a cluster, following redirects until it has a reply."""
+
+    cdef ClusterClient cluster
+    cdef readonly tuple args
+    cdef readonly object key
+    cdef readonly object outer
+    cdef int redirects
+    cdef double retry_until
+
+    def __cinit__(self, ClusterClient cluster, tuple args, key, outer):
+        self.cluster = cluster
+        self.args = args
+        self.key = key
+        self.outer = outer
+        self.redirects = 0
+        self.retry_until = 0.0
+
+    def on_reply(self, inner):
+        outer = self.outer
+        if outer.done():
+            if not inner.cancelled():
+                inner.exception()  # the caller went away
+            return
+        if inner.cancelled():
+            outer.cancel()
+            return
+        exc = inner.exception()
+        if exc is None:
+            outer.set_result(inner.result())
+            return
+        if type(exc) is ReplyError:
+            text = str(exc)
+            if text.startswith(("MOVED ", "ASK ", "TRYAGAIN")):
+                if self._may_retry(text):
+                    asyncio.ensure_future(self.cluster._redirect(self, text))
+                    return
+                exc = StoreUnavailable(f"store kept redirecting a command: {text}")
+            elif text.startswith(("CLUSTERDOWN", "READONLY", "LOADING", "MASTERDOWN")):
+                # A failover or a restart under way: the map may have changed.
+                self.cluster.want_refresh()
+                exc = StoreUnavailable(f"store cluster cannot serve it now: {text}")
+        elif isinstance(exc, StoreUnavailable):
+            self.cluster.want_refresh()
+        outer.set_exception(exc)
+
+    cdef bint _may_retry(self, str text):
+        if text.startswith("TRYAGAIN"):
+            now = time.monotonic()
+            if not self.retry_until:
+                self.retry_until = now + TRYAGAIN_SECONDS
+            return now < self.retry_until
+        self.redirects += 1
+        return self.redirects <= MAX_REDIRECTS
+
+    def fail(self, exc):
+        if not self.outer.done():
+            self.outer.set_exception(exc)
+
+
+cdef class ClusterClient:
+    """A store client for a Redis Cluster (or clustered KVRocks).
+
+    Keeps the slot map (CLUSTER SLOTS) and one auto-pipelining ``Client`` per
+    master; each command goes to the master of its key's slot (a script's:
+    its first key). MOVED updates the map and resends, ASK resends once with
+    ASKING, TRYAGAIN resends after a pause: each means the command did not
+    run. A command in flight when a node is lost is not resent, as on one
+    node: its caller gets StoreUnavailable, and the map is refreshed until
+    the slot has a reachable master again (a replica promoted).
+
+    With ``wait_replicas`` N, a script's reply is returned only once N
+    replicas of its node have it (WAIT, shared by the scripts answered in one
+    loop turn); else the caller gets StoreUnavailable, the change possibly
+    made. Without it a master's failover can lose the last changes it
+    acknowledged, as replication is asynchronous.
+    """
+
+    cdef readonly str url
+    cdef readonly str name
+    cdef dict settings
+    cdef double command_timeout
+    cdef public object on_connect
+    cdef public object last_error
+    cdef readonly int wait_replicas
+    cdef int wait_timeout_ms
+    cdef object loop
+    cdef dict scripts
+    cdef dict nodes          # "host:port" -> Client (masters, and seeds while unknown)
+    cdef list slots          # slot -> Client of its master, or None
+    cdef object refreshed    # Event: set when a refresh is wanted
+    cdef object task
+    cdef object ready
+    cdef dict waits          # Client -> WAIT future of this loop turn
+    cdef bint closing
+    cdef readonly int refreshes
+
+    def __init__(self, str url, *, str name="codeq", double command_timeout=DEF_COMMAND_TIMEOUT,
+                 on_connect=None, int wait_replicas=0, double wait_timeout=1.0, channel=None,
+                 on_push=None):
+        if channel is not None:
+            raise ValueError("subscribe with a Client on the cluster's URL: any node hears "
+                             "every PUBLISH")
+        self.url = url
+        self.name = name
+        self.settings = parse_url(url)
+        if not self.settings["nodes"]:
+            raise ValueError("a cluster URL is redis+cluster://host:port[,host:port...]/")
+        self.command_timeout = command_timeout
+        self.on_connect = on_connect
+        self.last_error = None
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = int(wait_timeout * 1000)
+        self.loop = None
+        self.scripts = {}
+        self.nodes = {}
+        self.slots = [None] * SLOTS
+        self.refreshed = None
+        self.task = None
+        self.ready = None
+        self.waits = {}
+        self.closing = False
+        self.refreshes = 0
+
+    @property
+    def is_connected(self):
+        return self.ready is not None and self.ready.done() and any(
+            node.is_connected for node in self.nodes.values())
+
+    def register(self, script):
+        self.scripts[script.sha] = script
+        for node in self.nodes.values():
+            node.register(script)
+
+    def start(self):
+        if self.task is None:
+            self.loop = asyncio.get_running_loop()
+            self.refreshed = asyncio.Event()
+            self.ready = self.loop.create_future()
+            self.task = self.loop.create_task(self._refresher())
+
+    async def wait_connected(self, timeout=None):
+        """Wait until the slot map is known and every master connected."""
+        self.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            await asyncio.wait_for(asyncio.shield(self.ready), timeout)
+        except asyncio.TimeoutError:
+            return False
+        masters = {id(n): n for n in self.slots if n is not None}.values()
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        done = await asyncio.gather(*(n.wait_connected(left) for n in masters))
+        return all(done)
+
+    async def close(self):
+        self.closing = True
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self.task = None
+        nodes, self.nodes = list(self.nodes.values()), {}
+        self.slots = [None] * SLOTS
+        await asyncio.gather(*(n.close() for n in nodes), return_exceptions=True)
+
+    def want_refresh(self):
+        if self.refreshed is not None:
+            self.refreshed.set()
+
+    # -- commands -------------------------------------------------------------
+
+    cdef Client _node_of(self, key):
+        cdef Client node
+        if key is None:
+            for node in self.nodes.values():
+                if node.is_connected:
+                    return node
+            raise StoreUnavailable("store unavailable: no cluster node is reachable")
+        node = self.slots[key_slot(key)]
+        if node is None:
+            self.want_refresh()
+            raise StoreUnavailable("store unavailable: no cluster node serves the slot of "
+                                   f"{key!r} yet")
+        return node
+
+    cpdef object execute(self, tuple args):
+        """Queue one command for its slot's master; return its future."""
+        return self.execute_on(_key_of(args), args)
+
+    cpdef object execute_on(self, object key, tuple args):
+        """Queue a command for the master of ``key``'s slot (None: any node)."""
+        cdef Client node = self._node_of(key)
+        try:
+            inner = node.execute(args)
+        except StoreUnavailable:
+            self.want_refresh()
+            raise
+        outer = self.loop.create_future()
+        inner.add_done_callback(_Call(self, args, key, outer).on_reply)
+        return outer
+
+    async def call(self, *args):
+        return await self.execute(args)
+
+    async def evalsha(self, script, tuple keys, tuple args):
+        """Run a script on the master of its first key's slot, loading it
+        there again if that node lost it."""
+        key = keys[0] if keys else None
+        cmd = (b"EVALSHA", script.sha, len(keys)) + keys + args
+        try:
+            reply = await self.execute_on(key, cmd)
+        except ReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            await self.execute_on(key, (b"SCRIPT", b"LOAD", script.source))
+            reply = await self.execute_on(key, cmd)
+        if self.wait_replicas:
+            await self._replicated(key)
+        return reply
+
+    async def _replicated(self, key):
+        cdef Client node = self._node_of(key)
+        fut = self.waits.get(node)
+        if fut is None:
+            # WAIT covers every write sent before it on the connection: one
+            # for all the replies of this loop turn.
+            fut = node.execute((b"WAIT", self.wait_replicas, self.wait_timeout_ms))
+            self.waits[node] = fut
+            self.loop.call_soon(self.waits.pop, node, None)
+        acked = await asyncio.shield(fut)
+        if acked < self.wait_replicas:
+            raise StoreUnavailable(f"store did not confirm the change on {self.wait_replicas} "
+                                   f"replica(s) within {self.wait_timeout_ms} ms "
+                                   f"({acked} did)")
+
+    async def _redirect(self, _Call call, str text):
+        cdef Client node
+        try:
+            if text.startswith("TRYAGAIN"):
+                await asyncio.sleep(0.01 * call.redirects + 0.01)
+                node = self._node_of(call.key)
+            else:
+                kind, slot, addr = text.split()[:3]
+                node = await self._node_at(addr)
+                if kind == "MOVED":
+                    self.slots[int(slot)] = node
+                    self.want_refresh()
+                else:
+                    node.execute((b"ASKING",)).add_done_callback(_consume)
+            node.execute(call.args).add_done_callback(call.on_reply)
+        except Exception as exc:
+            call.fail(exc if isinstance(exc, StoreUnavailable) else
+                      StoreUnavailable(f"store redirect failed: {exc}"))
+
+    async def _node_at(self, str addr):
+        cdef Client node = self.nodes.get(addr)
+        if node is None:
+            node = self._add(addr)
+        if not node.is_connected and not await node.wait_connected(self.command_timeout / 2):
+            raise StoreUnavailable(f"store node {addr} is unreachable")
+        return node
+
+    cdef Client _add(self, str addr):
+        s = self.settings
+        auth = ""
+        if s["password"]:
+            auth = (quote(s["username"], safe="") if s["username"] else "") + ":" + \
+                quote(s["password"], safe="") + "@"
+        node = Client(f"redis://{auth}{addr}", name=self.name,
+                      command_timeout=self.command_timeout, on_connect=self._node_connected)
+        for script in self.scripts.values():
+            node.register(script)
+        self.nodes[addr] = node
+        node.start()
+        return node
+
+    def _node_connected(self):
+        if self.on_connect is not None and self.ready is not None and self.ready.done():
+            self.on_connect()
+
+    # -- slot map -------------------------------------------------------------
+
+    async def _refresher(self):
+        cdef double delay = 0.05
+        while not self.closing:
+            try:
+                await self._refresh()
+            except (OSError, asyncio.TimeoutError, ReplyError, StoreUnavailable) as exc:
+                self.last_error = exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            delay = 0.05
+            self.refreshed.clear()
+            down = any(not n.is_connected for n in set(self.slots) if n is not None)
+            try:
+                await asyncio.wait_for(self.refreshed.wait(),
+                                       REFRESH_DOWN if down else REFRESH_IDLE)
+            except asyncio.TimeoutError:
+                pass
+            await asyncio.sleep(0.05)  # at most 20 refreshes a second
+
+    async def _refresh(self):
+        """Read the slot map from the first node that answers; open the new
+        masters, close nodes that no longer serve slots."""
+        candidates = [a for a, n in self.nodes.items() if n.is_connected]
+        candidates += [a for a in self.nodes if a not in candidates]
+        candidates += [f"{h}:{p}" for h, p in self.settings["nodes"]
+                       if f"{h}:{p}" not in candidates]
+        reply = None
+        for addr in candidates:
+            node = self.nodes.get(addr) or self._add(addr)
+            if not node.is_connected and not await node.wait_connected(1.0):
+                continue
+            try:
+                reply = await asyncio.wait_for(node.execute((b"CLUSTER", b"SLOTS")), 2.0)
+            except (StoreUnavailable, ReplyError, asyncio.TimeoutError) as exc:
+                self.last_error = exc
+                continue
+            if reply:
+                host = addr.rpartition(":")[0]
+                break
+        if not reply:
+            raise StoreUnavailable("no cluster node answered CLUSTER SLOTS with a map")
+        slots = [None] * SLOTS
+        for entry in reply:
+            master = entry[2]
+            addr = f"{master[0].decode() or host}:{master[1]}"
+            node = self.nodes.get(addr) or self._add(addr)
+            slots[entry[0]:entry[1] + 1] = [node] * (entry[1] + 1 - entry[0])
+        self.slots = slots
+        self.refreshes += 1
+        serving = set(slots)
+        for addr, node in list(self.nodes.items()):
+            if node not in serving:
+                del self.nodes[addr]
+                self.loop.create_task(node.close())
+        self.last_error = None
+        if not self.ready.done():
+            self.ready.set_result(True)
+
+
+Store = Client | ClusterClient  # what the engine is given

@@ -30,8 +30,17 @@ class Settings:
     host: str = _opt("127.0.0.1", "address to listen on")
     port: int = _opt(8080, "port to listen on (0: any free port)")
     workers: int = _opt(1, "server processes sharing the port")
-    store_url: str = _opt("", "store URL (redis://[:password@]host:port/db or "
-                          "unix:///path.sock); empty: start an embedded kvrocks or redis-server")
+    store_url: str = _opt("", "store URL (redis://[:password@]host:port/db, "
+                          "unix:///path.sock, or redis+cluster://host:port[,host:port...]/ "
+                          "for a Redis Cluster or clustered KVRocks); empty: start an "
+                          "embedded kvrocks or redis-server")
+    store_wait_replicas: int = _opt(0, "replicas that must confirm each change before it is "
+                                    "acknowledged (WAIT; cluster stores), so a failover loses "
+                                    "none; 0: asynchronous replication")
+    queue_shards: int = _opt(1, "hash tags each queue's tasks are spread over (creates "
+                             "round-robin, claims visit them all), so one hot command can use "
+                             "several cluster nodes; every process of a store must use the "
+                             "same number")
     data_dir: str = _opt("./data", "data directory of the embedded store")
     tenant: str = _opt("default", "tenant of all tasks (until authentication names one)")
     default_lease_seconds: float = _opt(300.0, "lease of a claim that names none")
@@ -139,6 +148,19 @@ def validate(s: Settings) -> list[str]:
         problems.append(f"port must be 0..65535 (0: any free port), got {s.port}")
     if s.workers < 1:
         problems.append("workers must be at least 1")
+    if s.store_wait_replicas < 0:
+        problems.append("store_wait_replicas must not be negative")
+    if not 1 <= s.queue_shards <= 64:
+        problems.append("queue_shards must be 1..64")
+    if s.store_url:
+        from codeq._core import parse_url  # the compiled core imports codeq.errors only
+
+        try:
+            parse_url(s.store_url)
+        except ValueError as exc:
+            problems.append(str(exc))
+    if s.store_wait_replicas and not s.store_url.startswith("redis+cluster://"):
+        problems.append("store_wait_replicas needs a redis+cluster:// store_url")
     if s.backoff_policy not in BACKOFF_POLICIES:
         problems.append(f"backoff_policy must be one of {', '.join(BACKOFF_POLICIES)}")
     for name in ("default_lease_seconds", "backoff_max_seconds", "tick_interval",

@@ -41,12 +41,13 @@ def setup_logging(level: str) -> None:
 
 def build_engine(settings: Settings, store_url: str):
     """Return the engine of one server process, with its own connections."""
-    from codeq._core import Client
+    from codeq._core import connect
     from codeq.engine import Engine, Notifier
 
     timeout = settings.store_timeout
-    return Engine(Client(store_url, name="codeq", command_timeout=timeout),
-                  Notifier(store_url, timeout), settings)
+    store = connect(store_url, name="codeq", command_timeout=timeout,
+                    wait_replicas=settings.store_wait_replicas)
+    return Engine(store, Notifier(store_url, timeout), settings)
 
 
 def _worker_main(settings: Settings, store_url: str, sock: socket.socket) -> None:

@@ -99,7 +99,8 @@ class StoreServer:
     """A redis-server or KVRocks on a free loopback port with a temporary data dir."""
 
     def __init__(self, kind: str = STORE_KIND, *, appendonly: bool = True,
-                 password: str | None = None, unixsocket: bool = False) -> None:
+                 password: str | None = None, unixsocket: bool = False,
+                 cluster_node_timeout: int = 0) -> None:
         self.kind = kind
         self.binary = REDIS_SERVER if kind == "redis" else find_kvrocks()
         if self.binary is None:
@@ -109,7 +110,12 @@ class StoreServer:
         self.password = password
         self.socket_path = os.path.join(self.dir, "store.sock") if unixsocket else None
         self.appendonly = appendonly
+        self.cluster_node_timeout = cluster_node_timeout  # ms; 0: not a cluster node
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
     @property
     def url(self) -> str:
@@ -128,6 +134,10 @@ class StoreServer:
             args += ["--requirepass", self.password]
         if self.socket_path:
             args += ["--unixsocket", self.socket_path, "--unixsocketperm", "700"]
+        if self.cluster_node_timeout:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file",
+                     os.path.join(self.dir, "nodes.conf"),
+                     "--cluster-node-timeout", str(self.cluster_node_timeout)]
         return args
 
     def start(self) -> StoreServer:
@@ -168,6 +178,75 @@ class StoreServer:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class ClusterStore:
+    """A Redis Cluster of ``masters`` masters with one replica each, on loopback.
+
+    Made by ``redis-cli --cluster create``; a failover (a master SIGKILLed)
+    is noticed within about twice ``node_timeout`` ms.
+    """
+
+    def __init__(self, masters: int = 3, node_timeout: int = 1000) -> None:
+        self.kind = "cluster"
+        self.nodes = [StoreServer("redis", cluster_node_timeout=node_timeout)
+                      for _ in range(masters * 2)]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(n.addr for n in self.nodes) + "/"
+
+    def start(self) -> ClusterStore:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(["redis-cli", "--cluster", "create", *(n.addr for n in self.nodes),
+                        "--cluster-replicas", "1", "--cluster-yes"],
+                       check=True, capture_output=True, timeout=60)
+        wait_until(self.healthy, 30, what="the cluster to form")
+        return self
+
+    def healthy(self) -> bool:
+        """Every live node sees the whole cluster up, each slot with a master."""
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            client = node.client()
+            try:
+                info = client.execute_command("CLUSTER", "INFO")
+            except redis.RedisError:
+                return False
+            finally:
+                client.close()
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            if "cluster_state:ok" not in text or "cluster_slots_ok:16384" not in text:
+                return False
+        return True
+
+    def client(self) -> redis.RedisCluster:
+        return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port, protocol=2,
+                                  socket_timeout=5)
+
+    def masters(self) -> list[StoreServer]:
+        """The nodes serving slots now, by CLUSTER NODES."""
+        live = next(n for n in self.nodes if n.proc is not None)
+        client = live.client()
+        try:
+            raw = client.execute_command("CLUSTER", "NODES")
+        finally:
+            client.close()
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        ports = {int(line.split()[1].split("@")[0].rsplit(":", 1)[1])
+                 for line in text.splitlines()
+                 if "master" in line.split()[2] and "fail" not in line.split()[2]}
+        return [n for n in self.nodes if n.port in ports]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()
 
 
 class CodeqServer:

@@ -7,7 +7,7 @@ about a task lives outside its queue's hash slot. What spans two slots is
 done as ordered steps whose interruption loses nothing: a queue gets its
 number before its first task; changes that bring a queue's upkeep closer
 write the due index after the change (upkeep.py); a create registers its
-queue after its task (registry.py).
+queue before its task, and again after it (registry.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from codeq import ids, keys
-from codeq._core import Client, ReplyError
+from codeq._core import ReplyError, Store
 from codeq.config import Settings, redact
 from codeq.engine import scripts
 from codeq.engine.admin import Admin
@@ -108,7 +108,7 @@ class LayoutMismatch(RuntimeError):
 class Engine:
     """Create, claim and finish tasks; run the background upkeep loops."""
 
-    def __init__(self, store: Client, notifier: Notifier, settings: Settings) -> None:
+    def __init__(self, store: Store, notifier: Notifier, settings: Settings) -> None:
         self.store = store
         self.notifier = notifier
         self.settings = settings
@@ -236,7 +236,7 @@ class Engine:
         q = self.queue(tenant, command)
         priority = _clamp(priority)
         task_id = ids.task_id(await self._number(tenant, command))
-        self.registry.register(tenant, command)
+        await self.registry.register(tenant, command)
         reply = await self._run(
             "create", (q.ready_tier(priority), q.tiers, q.delayed, q.tasks, q.payloads, q.idem,
                        q.waiting),
@@ -274,7 +274,7 @@ class Engine:
                             where: list[int], out: list[Any]) -> None:
         q = self.queue(tenant, command)
         number = await self._number(tenant, command)
-        self.registry.register(tenant, command)
+        await self.registry.register(tenant, command)
         args: list[object] = [keys.EVENTS_CHANNEL, tenant, command]
         payloads = []
         for item in items:

@@ -2,14 +2,15 @@
 
 The registry lists queues for the sweep (and for operators); the upkeep
 forgets a queue once it holds no task. Registration and forgetting cross
-hash slots, so they are ordered steps that keep every queue with a task
-registered:
+hash slots (on a cluster, nodes), so they are ordered steps that keep every
+queue with a task registered:
 
-- a create sends its registration right after its script, on the same
-  connection, so it reaches the store after the task;
+- a create registers its queue, and waits for that, before its script runs,
+  so no crash can leave a task in an unregistered queue; and again, not
+  waited for, after its task is in, in case the queue was forgotten between;
 - forgetting is SREM, then a second look at the queue: a task that landed
   before the SREM is seen and the queue registered again, and a create
-  landing after it sends its registration after its task.
+  landing after it registers again after its task.
 
 A process skips the registration of a queue it created a task in a short
 while ago: shorter than the retention, so that task is still there, and the
@@ -23,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from codeq import keys
-from codeq._core import Client
+from codeq._core import Store
 from codeq.errors import StoreUnavailable
 
 REFRESH = 60.0  # seconds a process trusts its own registration, at most
@@ -34,35 +35,34 @@ Run = Callable[..., Awaitable[Any]]
 class Registry:
     """Register queues as tasks are created; forget empty ones; list them."""
 
-    def __init__(self, store: Client, run: Run, retention_seconds: float) -> None:
+    def __init__(self, store: Store, run: Run, retention_seconds: float) -> None:
         self.store = store
         self.run = run  # runs one command, store errors as StoreUnavailable
         self.refresh = min(REFRESH, retention_seconds / 2)
         self._known: set[tuple[str, str]] = set()
 
-    def register(self, tenant: str, command: str) -> None:
-        """Register a queue; call just before sending a create's script.
-
-        The SADDs are queued on the next turn of the loop, when the create
-        has queued its script: they follow it on the connection.
-        """
+    async def register(self, tenant: str, command: str) -> None:
+        """Register a queue, before a create's script (see the module docstring)."""
         if (tenant, command) not in self._known:
-            asyncio.get_running_loop().call_soon(self._send, tenant, command)
-
-    def _send(self, tenant: str, command: str) -> None:
-        try:
-            for cmd in ((b"SADD", keys.TENANTS, tenant),
-                        (b"SADD", keys.tenant_commands(tenant), command)):
-                self.store.execute(cmd).add_done_callback(_consume)
-        except StoreUnavailable:
-            pass  # the create fails too; the next one registers
+            await asyncio.gather(*(self.run(*cmd) for cmd in self._commands(tenant, command)))
 
     def created(self, tenant: str, command: str) -> None:
-        """Note that a create made a task in the queue (so it is registered)."""
+        """Note that a create made a task in the queue: register it again (a
+        forget may have run since the first time), then trust it a while."""
         key = (tenant, command)
-        if key not in self._known:
-            self._known.add(key)
-            asyncio.get_running_loop().call_later(self.refresh, self._known.discard, key)
+        if key in self._known:
+            return
+        self._known.add(key)
+        asyncio.get_running_loop().call_later(self.refresh, self._known.discard, key)
+        try:
+            for cmd in self._commands(tenant, command):
+                self.store.execute(cmd).add_done_callback(_consume)
+        except StoreUnavailable:
+            pass  # registered before the script all the same
+
+    @staticmethod
+    def _commands(tenant: str, command: str) -> tuple[tuple[bytes, bytes, str], ...]:
+        return ((b"SADD", keys.TENANTS, tenant), (b"SADD", keys.tenant_commands(tenant), command))
 
     async def forget(self, tenant: str, command: str) -> None:
         """Take a queue found empty out of the registry (see the module docstring)."""
