@@ -33,8 +33,15 @@ Layout (cluster-safe: one script only ever touches keys of one hash tag):
     codeq:{queues}:ids                        hash <tenant>:<command> -> queue number
     codeq:{queues}:names                      hash queue number -> <tenant>:<command>
     codeq:layout                              string: the version of this layout ("2")
+    codeq:{queues}:shards                     string: the --queue-shards of the store's queues
     codeq:{rl:<caller>}:<op>                  hash: a caller's token bucket for one operation
                                               (<caller> a digest of who it is)
+
+With ``--queue-shards N`` above 1, a command's tasks are spread over N
+queues: shard 0 is laid out as above, shard k (1 .. N-1) under the hash tag
+``{<tenant>:<command>#<k>}`` (``#`` cannot occur in a command, so no
+command's tag can be another's shard). Each shard is a queue of its own,
+with its own number; in the due index its member is ``<tenant>:<command>#<k>``.
 
 A task id carries its queue's number (see ids.py): there is no per-task key
 outside the queue's hash tag. Commands are limited to ``[A-Za-z0-9._:-]``
@@ -59,10 +66,28 @@ QUEUE_IDS = b"codeq:{queues}:ids"
 QUEUE_NAMES = b"codeq:{queues}:names"
 LAYOUT = b"codeq:layout"
 LAYOUT_VERSION = b"2"
+QUEUE_SHARDS = b"codeq:{queues}:shards"
+
+
+SHARD_MARK = "#"
+
+
+def shard_name(command: str, shard: int) -> str:
+    """Return the name of a command's queue shard (shard 0 is the command)."""
+    return f"{command}{SHARD_MARK}{shard}" if shard else command
+
+
+def command_of(name: str) -> str:
+    """Return the command of a queue (a command's, or one shard of it)."""
+    return name.partition(SHARD_MARK)[0]
 
 
 class QueueKeys:
-    """The keys of one (tenant, command) queue, all under one hash tag."""
+    """The keys of one queue (a command's, or one shard of it), under one hash tag.
+
+    ``name`` is the queue's (``<command>#<k>`` for shard k > 0), ``command``
+    the command its tasks are reported under.
+    """
 
     __slots__ = (
         "callbacks",
@@ -72,21 +97,25 @@ class QueueKeys:
         "done",
         "idem",
         "inflight",
+        "name",
         "outbox",
         "payloads",
         "ready",
         "results",
         "rwaiters",
+        "shard",
         "tasks",
         "tenant",
         "tiers",
         "waiting",
     )
 
-    def __init__(self, tenant: str, command: str) -> None:
+    def __init__(self, tenant: str, name: str) -> None:
         self.tenant = tenant
-        self.command = command
-        prefix = f"codeq:{{{tenant}:{command}}}:"
+        self.name = name
+        self.command = command_of(name)
+        self.shard = int(name[len(self.command) + 1:] or 0)
+        prefix = f"codeq:{{{tenant}:{name}}}:"
         # Highest tier first: the order claim scripts scan them in.
         self.ready: tuple[bytes, ...] = tuple(
             f"{prefix}ready:{p}".encode() for p in range(PRIORITY_MAX, PRIORITY_MIN - 1, -1)

@@ -17,6 +17,7 @@ import functools
 import logging
 import random
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -44,7 +45,7 @@ from codeq.schemas import CreateTask, Result, Task, callback_of, result_of, task
 
 log = logging.getLogger("codeq.engine")
 
-# Queue numbers <-> (tenant, command), cached per process; a number never
+# Queue numbers <-> (tenant, queue name), cached per process; a number never
 # changes its queue, so entries never go stale. Bounded all the same.
 QUEUE_CACHE_SIZE = 100_000
 # Seconds (at most a tenth of the wait) a long poll stops waiting before its
@@ -66,8 +67,8 @@ def _ms(seconds: float) -> int:
 
 # Bounded: claims may name any number of commands that hold no tasks.
 @functools.lru_cache(maxsize=4096)
-def _queue_keys(tenant: str, command: str) -> QueueKeys:
-    return QueueKeys(tenant, command)
+def _queue_keys(tenant: str, name: str) -> QueueKeys:
+    return QueueKeys(tenant, name)
 
 
 async def _wait(waiter: asyncio.Future[None], timeout: float,
@@ -118,7 +119,7 @@ class Engine:
         self._resweep: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.draining = False
-        # Called with (tenant, command) when a queue's outbox has callbacks
+        # Called with (tenant, queue name) when a queue's outbox has callbacks
         # due; set by the dispatcher of this process (codeq.push).
         self.on_callbacks: Callable[[str, str], None] | None = None
         # Called with (tenant, command) when a queue went from no ready task to
@@ -135,7 +136,9 @@ class Engine:
             _ms(settings.backoff_max_seconds),
         )
         self._retention_ms = _ms(settings.retention_seconds)
-        self.registry = Registry(store, self._cmd, settings.retention_seconds)
+        self.shards = settings.queue_shards
+        self._turn = 0  # round-robin of creates, and start of claims, over shards
+        self.registry = Registry(self, settings.retention_seconds)
         self.upkeep = Upkeep(self)
         self.subscriptions = Subscriptions(self)
         self.admin = Admin(self)
@@ -144,8 +147,23 @@ class Engine:
     # -- plumbing -------------------------------------------------------------
 
     @staticmethod
-    def queue(tenant: str, command: str) -> QueueKeys:
-        return _queue_keys(tenant, command)
+    def queue(tenant: str, name: str) -> QueueKeys:
+        """Return the keys of a queue: a command's, or one shard of it (``cmd#k``)."""
+        return _queue_keys(tenant, name)
+
+    def shard_names(self, command: str) -> list[str]:
+        """Return the names of a command's queues, one per shard."""
+        return [keys.shard_name(command, k) for k in range(self.shards)]
+
+    def _shard_for(self, command: str, idempotency_key: str | None) -> str:
+        """Pick the queue of a new task: its idempotency key's shard (so a
+        retry meets the first try), else the next in turn."""
+        if self.shards == 1:
+            return command
+        if idempotency_key:
+            return keys.shard_name(command, zlib.crc32(idempotency_key.encode()) % self.shards)
+        self._turn += 1
+        return keys.shard_name(command, self._turn % self.shards)
 
     async def _run(self, name: str, keys_: tuple[bytes, ...], args: tuple[object, ...]) -> Any:
         """Run one script; a store error becomes StoreUnavailable.
@@ -179,21 +197,21 @@ class Engine:
             log.error("store refused %s: %s", what, exc)
             raise StoreUnavailable(f"store refused the operation: {exc}") from None
 
-    def _learn(self, number: int, tenant: str, command: str) -> tuple[str, str]:
+    def _learn(self, number: int, tenant: str, name: str) -> tuple[str, str]:
         if len(self._names) >= QUEUE_CACHE_SIZE:
             self._names.clear()
             self._numbers.clear()
-        self._numbers[(tenant, command)] = number
-        self._names[number] = (tenant, command)
-        return tenant, command
+        self._numbers[(tenant, name)] = number
+        self._names[number] = (tenant, name)
+        return tenant, name
 
-    async def _number(self, tenant: str, command: str) -> int:
+    async def _number(self, tenant: str, name: str) -> int:
         """Return the queue's number, giving it one the first time."""
-        number = self._numbers.get((tenant, command))
+        number = self._numbers.get((tenant, name))
         if number is None:
             number = await self._run("queue_id", (keys.QUEUE_IDS, keys.QUEUE_NAMES),
-                                     (f"{tenant}:{command}",))
-            self._learn(number, tenant, command)
+                                     (f"{tenant}:{name}",))
+            self._learn(number, tenant, name)
         return number
 
     async def _queue_of(self, tenant: str, task_id: str) -> QueueKeys:
@@ -206,19 +224,19 @@ class Engine:
             raw = await self._cmd(b"HGET", keys.QUEUE_NAMES, number)
             if raw is None:
                 raise TaskNotFound()
-            owner, command = raw.decode().split(":", 1)
-            name = self._learn(number, owner, command)
+            owner, queue = raw.decode().split(":", 1)
+            name = self._learn(number, owner, queue)
         if name[0] != tenant:
             raise TaskNotFound()
         return self.queue(*name)
 
-    def hint(self, tenant: str, command: str, at_ms: int) -> None:
+    def hint(self, tenant: str, name: str, at_ms: int) -> None:
         """Bring the queue's entry in the due index down to ``at_ms``.
 
         Sent after the change it follows, never awaited: a lost hint is
         restored by the sweep (see upkeep.py).
         """
-        member = keys.queue_member(tenant, command)
+        member = keys.queue_member(tenant, name)
         try:
             pending = self.store.execute(
                 (b"ZADD", keys.due(keys.due_shard(member)), b"LT", at_ms, member))
@@ -233,9 +251,9 @@ class Engine:
                      idempotency_key: str | None = None, run_at: datetime | None = None,
                      delay_seconds: float | None = None) -> tuple[Task, bool]:
         """Create a task; return it and whether it is new (idempotency)."""
-        q = self.queue(tenant, command)
+        q = self.queue(tenant, self._shard_for(command, idempotency_key))
         priority = _clamp(priority)
-        task_id = ids.task_id(await self._number(tenant, command))
+        task_id = ids.task_id(await self._number(tenant, q.name))
         await self.registry.register(tenant, command)
         reply = await self._run(
             "create", (q.ready_tier(priority), q.tiers, q.delayed, q.tasks, q.payloads, q.idem,
@@ -245,35 +263,36 @@ class Engine:
              "" if run_at is None else int(run_at.timestamp() * 1000),
              _ms(delay_seconds or 0), keys.EVENTS_CHANNEL, tenant, command))
         self.available(tenant, command, reply[0])
-        return self._created(tenant, command, payload, *reply[1:5])
+        return self._created(q, payload, *reply[1:5])
 
-    def _created(self, tenant: str, command: str, payload: bytes, task_id: bytes, raw: bytes,
+    def _created(self, q: QueueKeys, payload: bytes, task_id: bytes, raw: bytes,
                  created: int, found: bytes | None) -> tuple[Task, bool]:
         payload = payload if created else (found or b"")
-        task = task_of(task_id.decode(), command, tenant, payload, raw)
+        task = task_of(task_id.decode(), q.command, q.tenant, payload, raw)
         if created:
-            self.observer.created(tenant, command, 1)
-            self.registry.created(tenant, command)
+            self.observer.created(q.tenant, q.command, 1)
+            self.registry.created(q.tenant, q.command)
             if task.visibleAt is not None and task.visibleAt > task.createdAt:
-                self.hint(tenant, command, _ms_of(task.visibleAt))
+                self.hint(q.tenant, q.name, _ms_of(task.visibleAt))
         return task, bool(created)
 
     async def create_many(self, tenant: str, items: Sequence[CreateTask],
                           ) -> list[tuple[Task, bool]]:
-        """Create tasks, one script call per command; results in the items' order."""
-        by_command: dict[str, list[int]] = defaultdict(list)
+        """Create tasks, one script call per queue; results in the items' order."""
+        by_queue: dict[str, list[int]] = defaultdict(list)
         for i, item in enumerate(items):
-            by_command[item.command].append(i)
+            by_queue[self._shard_for(item.command, item.idempotencyKey)].append(i)
         out: list[Any] = [None] * len(items)
-        await asyncio.gather(*(self._create_group(tenant, command, [items[i] for i in where],
+        await asyncio.gather(*(self._create_group(tenant, name, [items[i] for i in where],
                                                   where, out)
-                               for command, where in by_command.items()))
+                               for name, where in by_queue.items()))
         return out
 
-    async def _create_group(self, tenant: str, command: str, items: list[CreateTask],
+    async def _create_group(self, tenant: str, name: str, items: list[CreateTask],
                             where: list[int], out: list[Any]) -> None:
-        q = self.queue(tenant, command)
-        number = await self._number(tenant, command)
+        q = self.queue(tenant, name)
+        command = q.command
+        number = await self._number(tenant, name)
         await self.registry.register(tenant, command)
         args: list[object] = [keys.EVENTS_CHANNEL, tenant, command]
         payloads = []
@@ -287,7 +306,7 @@ class Engine:
                                                  q.payloads, q.idem, q.waiting), tuple(args))
         self.available(tenant, command, reply[0])
         for n, (i, payload) in enumerate(zip(where, payloads, strict=True)):
-            out[i] = self._created(tenant, command, payload, *reply[1 + 4 * n:5 + 4 * n])
+            out[i] = self._created(q, payload, *reply[1 + 4 * n:5 + 4 * n])
 
     async def get(self, tenant: str, task_id: str) -> Task:
         q = await self._queue_of(tenant, task_id)
@@ -407,43 +426,72 @@ class Engine:
 
     async def _claim_once(self, tenant: str, commands: list[str], worker: str,
                           lease_ms: int, count: int, wait_ms: int) -> list[Task]:
+        if self.shards > 1:
+            return await self._claim_shards(tenant, commands, worker, lease_ms, count, wait_ms)
         if len(commands) == 1:
             return await self._claim_from(tenant, commands[0], worker, lease_ms, count, wait_ms)
-        # Look at every queue in one pipelined round trip (marking the empty
-        # ones long-polled), then claim from the most urgent first, and only
-        # from queues that may hold work.
+        return await self._claim_ranked(tenant, commands, worker, lease_ms, count, wait_ms)
+
+    async def _claim_ranked(self, tenant: str, names: list[str], worker: str, lease_ms: int,
+                            count: int, wait_ms: int) -> list[Task]:
+        """Look at every queue in one pipelined round trip (marking the empty
+        ones long-polled), then claim from the most urgent first, and only
+        from queues that may hold work (ties: in the order given)."""
         peeks: list[int] = await asyncio.gather(*(
             self._run("peek", (q.tiers, q.delayed, q.waiting), (wait_ms,))
-            for q in (self.queue(tenant, c) for c in commands)))
+            for q in (self.queue(tenant, name) for name in names)))
         ranked = sorted((-best, n) for n, best in enumerate(peeks) if best >= 0)
         tasks: list[Task] = []
         for _, n in ranked:
-            tasks += await self._claim_from(tenant, commands[n], worker, lease_ms,
+            tasks += await self._claim_from(tenant, names[n], worker, lease_ms,
                                             count - len(tasks), wait_ms)
             if len(tasks) >= count:
                 break
         return tasks
 
-    async def _claim_from(self, tenant: str, command: str, worker: str, lease_ms: int,
+    async def _claim_shards(self, tenant: str, commands: list[str], worker: str,
+                            lease_ms: int, count: int, wait_ms: int) -> list[Task]:
+        """Claim from sharded queues, visiting the shards from a rotating start
+        so none starves.
+
+        One command: shard after shard until ``count`` are claimed (one
+        script while the first holds work). Several: ranked by their heads,
+        as unsharded queues of several commands are.
+        """
+        self._turn += 1
+        start = self._turn % self.shards
+        order = [(start + k) % self.shards for k in range(self.shards)]
+        if len(commands) > 1:
+            names = [keys.shard_name(c, k) for k in order for c in commands]
+            return await self._claim_ranked(tenant, names, worker, lease_ms, count, wait_ms)
+        tasks: list[Task] = []
+        for k in order:
+            tasks += await self._claim_from(tenant, keys.shard_name(commands[0], k), worker,
+                                            lease_ms, count - len(tasks), wait_ms)
+            if len(tasks) >= count:
+                break
+        return tasks
+
+    async def _claim_from(self, tenant: str, name: str, worker: str, lease_ms: int,
                           count: int, wait_ms: int) -> list[Task]:
-        q = self.queue(tenant, command)
+        q = self.queue(tenant, name)
         reply = await self._run(
             "claim", (*q.ready, q.tiers, q.delayed, q.inflight, q.tasks, q.payloads, q.waiting),
             (worker, lease_ms, ids.lease_token(), count, wait_ms, keys.EVENTS_CHANNEL, tenant,
-             command))
-        tasks = [task_of(reply[i].decode(), command, tenant, reply[i + 2], reply[i + 1])
+             q.command))
+        tasks = [task_of(reply[i].decode(), q.command, tenant, reply[i + 2], reply[i + 1])
                  for i in range(1, len(reply), 3)]
         if tasks:
-            self.observer.claimed(tenant, command, len(tasks))
-            self._hint_lease(tenant, command, tasks[-1])
+            self.observer.claimed(tenant, q.command, len(tasks))
+            self._hint_lease(q, tasks[-1])
         return tasks
 
-    def _hint_lease(self, tenant: str, command: str, task: Task) -> None:
+    def _hint_lease(self, q: QueueKeys, task: Task) -> None:
         # The lease may run out, and before that the task may finish, to be
         # removed a retention later: the queue needs upkeep by either time.
         assert task.leaseUntil is not None
-        self.hint(tenant, command, min(_ms_of(task.leaseUntil),
-                                       _ms_of(task.updatedAt) + self._retention_ms))
+        self.hint(q.tenant, q.name, min(_ms_of(task.leaseUntil),
+                                        _ms_of(task.updatedAt) + self._retention_ms))
 
     async def _lease_op(self, name: str, keys_: tuple[bytes, ...],
                         args: tuple[object, ...]) -> Any:
@@ -460,7 +508,7 @@ class Engine:
         extend = _ms(extend_seconds or self.settings.default_lease_seconds)
         reply = await self._lease_op("heartbeat", (q.tasks, q.inflight),
                                      (task_id, worker, lease_id or "", extend))
-        self.hint(tenant, q.command, reply[1])  # a shorter lease than before
+        self.hint(tenant, q.name, reply[1])  # a shorter lease than before
         return reply[1] / 1000
 
     async def abandon(self, tenant: str, task_id: str, worker: str, lease_id: str | None) -> None:
@@ -488,10 +536,10 @@ class Engine:
         outcome = reply[1].decode()
         if outcome == "dlq":
             self.observer.dead_lettered(tenant, q.command, "MAX_ATTEMPTS", 1)
-            self.callbacks_owed(tenant, q.command, reply[2])
+            self.callbacks_owed(tenant, q.name, reply[2])
             return outcome, None
         if reply[2] > 0:
-            self.hint(tenant, q.command, reply[3])
+            self.hint(tenant, q.name, reply[3])
         self.available(tenant, q.command, reply[4])
         return outcome, reply[2] / 1000
 
@@ -514,21 +562,21 @@ class Engine:
         out: list[Result | CodeqError] = [TaskNotFound()] * len(items)
         queues = await asyncio.gather(*(self._queue_of(tenant, item[0]) for item in items),
                                       return_exceptions=True)
-        by_command: dict[str, list[int]] = defaultdict(list)
+        by_queue: dict[str, list[int]] = defaultdict(list)
         for i, q in enumerate(queues):
             if isinstance(q, QueueKeys):
-                by_command[q.command].append(i)
+                by_queue[q.name].append(i)
             elif not isinstance(q, TaskNotFound):
                 raise q  # the store is down: the whole request fails
 
-        async def one_queue(command: str, where: list[int]) -> None:
+        async def one_queue(name: str, where: list[int]) -> None:
             rows = [(items[i][0], worker, items[i][1] or "", items[i][2], items[i][3],
                      items[i][4] or "", items[i][5]) for i in where]
-            outcomes = await self._results(tenant, self.queue(tenant, command), rows)
+            outcomes = await self._results(tenant, self.queue(tenant, name), rows)
             for i, outcome in zip(where, outcomes, strict=True):
                 out[i] = outcome
 
-        await asyncio.gather(*(one_queue(c, where) for c, where in by_command.items()))
+        await asyncio.gather(*(one_queue(n, where) for n, where in by_queue.items()))
         return out
 
     async def _results(self, tenant: str, q: QueueKeys,
@@ -539,7 +587,7 @@ class Engine:
             args += row
         reply = await self._run("result", (q.tasks, q.inflight, q.results, q.done, q.rwaiters,
                                             q.outbox, q.callbacks), tuple(args))
-        self.callbacks_owed(tenant, q.command, reply[-1])
+        self.callbacks_owed(tenant, q.name, reply[-1])
         out = [result_of(row[0], reply[2 * n + 1]) if reply[2 * n] == 0
                else script_error(reply[2 * n]) for n, row in enumerate(rows)]
         for status in ("COMPLETED", "FAILED"):
@@ -561,38 +609,38 @@ class Engine:
         if became and self.on_available is not None:
             self.on_available(tenant, command)
 
-    def callbacks_owed(self, tenant: str, command: str, count: int) -> None:
+    def callbacks_owed(self, tenant: str, name: str, count: int) -> None:
         """Callbacks were written to a queue's outbox: tell this process'
         dispatcher, and make the queue's upkeep come back for them in case
         this process dies first (then any process' upkeep finds them)."""
         if count:
-            self.hint(tenant, command, _ms(time.time()) + CALLBACK_HINT_MS)
+            self.hint(tenant, name, _ms(time.time()) + CALLBACK_HINT_MS)
             if self.on_callbacks is not None:
-                self.on_callbacks(tenant, command)
+                self.on_callbacks(tenant, name)
 
-    async def take_callbacks(self, tenant: str, command: str, limit: int, lease_ms: int,
+    async def take_callbacks(self, tenant: str, name: str, limit: int, lease_ms: int,
                              taker: str) -> list[tuple[str, bytes, bytes, bytes]]:
         """Take up to ``limit`` callbacks due in a queue's outbox, for ``lease_ms``;
         return (task id, callback record, task record, result record) of each."""
-        q = self.queue(tenant, command)
+        q = self.queue(tenant, name)
         reply = await self._run("callback_take", (q.outbox, q.callbacks, q.tasks, q.results),
                                 (limit, lease_ms, taker))
         until_ms, rest = reply[0], reply[1:]
         if rest:
             # Should this process die holding them, the upkeep hands them on.
-            self.hint(tenant, command, until_ms)
+            self.hint(tenant, name, until_ms)
         return [(rest[i].decode(), rest[i + 1], rest[i + 2], rest[i + 3])
                 for i in range(0, len(rest), 4)]
 
-    async def callback_done(self, tenant: str, command: str, task_id: str, taker: str,
+    async def callback_done(self, tenant: str, name: str, task_id: str, taker: str,
                             outcome: str, error: str = "", retry_at_ms: int = 0) -> bool:
         """Record one delivery attempt's outcome (delivered, retry or failed);
         False when the entry was taken over meanwhile."""
-        q = self.queue(tenant, command)
+        q = self.queue(tenant, name)
         done = await self._run("callback_done", (q.outbox, q.callbacks),
                                (task_id, taker, outcome, error, retry_at_ms))
         if done and outcome == "retry":
-            self.hint(tenant, command, retry_at_ms)
+            self.hint(tenant, name, retry_at_ms)
         return bool(done)
 
     # -- upkeep -------------------------------------------------------------------
@@ -642,6 +690,20 @@ class Engine:
         elif found != keys.LAYOUT_VERSION:
             raise LayoutMismatch(f"the store holds codeQ key layout {found.decode()!r}; this "
                                  f"version reads layout {keys.LAYOUT_VERSION.decode()!r}")
+        await self._check_shards(found is not None)
+
+    async def _check_shards(self, used: bool) -> None:
+        """Record the store's queue shards the first time; refuse another number
+        (claims would miss the tasks of shards they do not visit)."""
+        mine = str(self.shards).encode()
+        # A store used before shards were recorded has its queues unsharded.
+        await self._cmd(b"SET", keys.QUEUE_SHARDS, b"1" if used else mine, b"NX")
+        found = await self._cmd(b"GET", keys.QUEUE_SHARDS)
+        if found != mine:
+            raise LayoutMismatch(
+                f"the store's queues are spread over {found.decode()} shard(s); start every "
+                f"process with --queue-shards {found.decode()}; to change it, drain every "
+                "queue, stop every process and delete the key codeq:{queues}:shards")
 
     def drain(self) -> None:
         """End every long poll now (shutdown is coming); safe from any thread."""

@@ -20,24 +20,24 @@ queue not forgotten, until the process registers it again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from codeq import keys
-from codeq._core import Store
 from codeq.errors import StoreUnavailable
 
-REFRESH = 60.0  # seconds a process trusts its own registration, at most
+if TYPE_CHECKING:
+    from codeq.engine.queue import Engine
 
-Run = Callable[..., Awaitable[Any]]
+REFRESH = 60.0  # seconds a process trusts its own registration, at most
 
 
 class Registry:
     """Register queues as tasks are created; forget empty ones; list them."""
 
-    def __init__(self, store: Store, run: Run, retention_seconds: float) -> None:
-        self.store = store
-        self.run = run  # runs one command, store errors as StoreUnavailable
+    def __init__(self, engine: Engine, retention_seconds: float) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.run = engine._cmd  # runs one command, store errors as StoreUnavailable
         self.refresh = min(REFRESH, retention_seconds / 2)
         self._known: set[tuple[str, str]] = set()
 
@@ -69,7 +69,8 @@ class Registry:
         registry = keys.tenant_commands(tenant)
         self._known.discard((tenant, command))
         await self.run(b"SREM", registry, command)
-        if await self.run(b"HLEN", keys.QueueKeys(tenant, command).tasks):
+        queues = [self.engine.queue(tenant, name) for name in self.engine.shard_names(command)]
+        if any(await asyncio.gather(*(self.run(b"HLEN", q.tasks) for q in queues))):
             await self.run(b"SADD", registry, command)
 
     async def tenants(self) -> list[str]:

@@ -114,7 +114,8 @@ class Subscriptions:
         return [(reply[i].decode(), reply[i + 1].decode()) for i in range(0, len(reply), 2)]
 
     async def ready_depth(self, tenant: str, command: str) -> int:
-        """How many tasks of the queue are ready now."""
-        q = self.engine.queue(tenant, command)
-        lengths = await asyncio.gather(*(self.engine._cmd(b"LLEN", key) for key in q.ready))
+        """How many tasks of the command are ready now (in all its shards)."""
+        lengths = await asyncio.gather(*(
+            self.engine._cmd(b"LLEN", key) for name in self.engine.shard_names(command)
+            for key in self.engine.queue(tenant, name).ready))
         return sum(lengths)

@@ -82,18 +82,19 @@ class Upkeep:
         if not members:
             return Report()
         queues = [m.decode().split(":", 1) for m in members]
-        replies = await asyncio.gather(*(self.run_queue(t, c) for t, c in queues),
+        replies = await asyncio.gather(*(self.run_queue(t, name) for t, name in queues),
                                        return_exceptions=True)
         report, back, follow_ups = Report(), [lease], []
-        for member, (tenant, command), reply in zip(members, queues, replies, strict=True):
+        for member, (tenant, name), reply in zip(members, queues, replies, strict=True):
             if isinstance(reply, BaseException):
                 # Left to its lease, and taken again when it ends; the others go on.
-                log.error("upkeep of %s/%s failed: %s", tenant, command, reply)
+                log.error("upkeep of %s/%s failed: %s", tenant, name, reply)
                 continue
             promoted, requeued, dead, removed, next_at, empty = reply[:6]
             report += Report(1, promoted, requeued, dead, removed)
             back += [member, next_at]
             if empty:
+                command = engine.queue(tenant, name).command
                 follow_ups.append(engine.registry.forget(tenant, command))
         await engine._run("upkeep_done", index, tuple(back))
         for outcome in await asyncio.gather(*follow_ups, return_exceptions=True):
@@ -101,10 +102,12 @@ class Upkeep:
                 log.error("forgetting an empty queue failed: %s", outcome)
         return report
 
-    async def run_queue(self, tenant: str, command: str, limit: int = TICK_LIMIT) -> list:
-        """Run one queue's tick script and act on what it reports (callbacks
-        due, the queue becoming available); return its reply (tick.lua)."""
-        engine, q = self.engine, self.engine.queue(tenant, command)
+    async def run_queue(self, tenant: str, name: str, limit: int = TICK_LIMIT) -> list:
+        """Run one queue's tick script (a command's queue, or one shard of it)
+        and act on what it reports (callbacks due, the queue becoming
+        available); return its reply (tick.lua)."""
+        engine, q = self.engine, self.engine.queue(tenant, name)
+        command = q.command
         reply = await engine._run(
             "tick", (*engine._retry_keys(q), q.payloads, q.idem),
             (limit, *engine._backoff, random.random(), keys.EVENTS_CHANNEL, tenant, command,
@@ -116,7 +119,7 @@ class Upkeep:
         if dead:
             engine.observer.dead_lettered(tenant, command, "LEASE_EXPIRED", dead)
         if callbacks_due and engine.on_callbacks is not None:
-            engine.on_callbacks(tenant, command)
+            engine.on_callbacks(tenant, name)
         engine.available(tenant, command, available)
         return reply
 
@@ -129,8 +132,9 @@ class Upkeep:
         by_shard: dict[int, list[bytes]] = {}
         for tenant in await self.engine.registry.tenants():
             for command in await self.engine.registry.commands(tenant):
-                member = keys.queue_member(tenant, command)
-                by_shard.setdefault(keys.due_shard(member), []).append(member)
+                for name in self.engine.shard_names(command):
+                    member = keys.queue_member(tenant, name)
+                    by_shard.setdefault(keys.due_shard(member), []).append(member)
         for shard, members in by_shard.items():
             for start in range(0, len(members), SWEEP_BATCH):
                 pairs = [part for m in members[start:start + SWEEP_BATCH] for part in (0, m)]

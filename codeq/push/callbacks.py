@@ -28,6 +28,7 @@ from msgspec import Raw, Struct
 from codeq.config import Settings
 from codeq.engine import Engine
 from codeq.errors import StoreUnavailable
+from codeq.keys import command_of
 from codeq.push.sender import Sender
 from codeq.push.worklist import Worklist, cancel
 from codeq.schemas import (
@@ -100,27 +101,27 @@ class Dispatcher:
 
     async def _run(self) -> None:
         while True:
-            for tenant, command in await self.work.take():
+            for tenant, queue in await self.work.take():
                 free = self.settings.callback_concurrency - self.busy
                 if free <= 0:
-                    self.work.due.add((tenant, command))  # a finished delivery wakes us
+                    self.work.due.add((tenant, queue))  # a finished delivery wakes us
                     continue
                 taker = f"{self.taker}.{next(self.takes)}"
                 try:
                     entries = await self.engine.take_callbacks(
-                        tenant, command, min(free, TAKE_LIMIT), self.lease_ms, taker)
+                        tenant, queue, min(free, TAKE_LIMIT), self.lease_ms, taker)
                 except StoreUnavailable:
                     continue  # the upkeep hands them on once the store is back
                 except Exception:
-                    log.exception("taking callbacks of %s/%s failed", tenant, command)
+                    log.exception("taking callbacks of %s/%s failed", tenant, queue)
                     continue
                 for entry in entries:
                     self.busy += 1
-                    task = asyncio.create_task(self._deliver(tenant, command, taker, *entry))
+                    task = asyncio.create_task(self._deliver(tenant, queue, taker, *entry))
                     self.deliveries.add(task)
                     task.add_done_callback(self._delivered)
                 if len(entries) == min(free, TAKE_LIMIT):
-                    self.work.add(tenant, command)  # there may be more
+                    self.work.add(tenant, queue)  # there may be more
 
     def _delivered(self, task: asyncio.Task[None]) -> None:
         self.deliveries.discard(task)
@@ -128,14 +129,14 @@ class Dispatcher:
         if self.work.due:
             self.work.wake.set()
 
-    async def _deliver(self, tenant: str, command: str, taker: str, task_id: str,
+    async def _deliver(self, tenant: str, queue: str, taker: str, task_id: str,
                        raw_callback: bytes, raw_task: bytes, raw_result: bytes) -> None:
         callback = stored_callback_decoder.decode(raw_callback)
         try:
             task = stored_task_decoder.decode(raw_task)
             result = stored_result_decoder.decode(raw_result)
             body = _encode(CallbackBody(
-                taskId=task_id, command=command, status=STATUSES[result.status],
+                taskId=task_id, command=command_of(queue), status=STATUSES[result.status],
                 result=None if result.result is None else Raw(result.result),
                 error=result.error,
                 artifacts=None if result.artifacts is None else Raw(result.artifacts),
@@ -160,7 +161,7 @@ class Dispatcher:
             outcome, retry_at = "retry", int((time.time() + delay) * 1000)
         self.engine.observer.callback_attempt(outcome)
         try:
-            await self.engine.callback_done(tenant, command, task_id, taker, outcome,
+            await self.engine.callback_done(tenant, queue, task_id, taker, outcome,
                                             error or "", retry_at)
         except Exception as exc:
             # Left to its lease: taken again (and maybe sent again) when it ends.
