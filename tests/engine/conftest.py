@@ -20,7 +20,11 @@ async def make_engine(store_url, store):
     async def make(**overrides):
         settings = Settings(**{**FAST, **overrides})
         engine = Engine(Client(store_url), Notifier(store_url), settings)
-        await engine.open(loops=False)
+        try:
+            await engine.open(loops=False)
+        except BaseException:
+            await engine.close()  # refused (e.g. LayoutMismatch): its connections too
+            raise
         assert await engine.notifier.wait_subscribed(5)
         engines.append(engine)
         return engine
