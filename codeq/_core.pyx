@@ -26,8 +26,8 @@ import hiredis
 
 from codeq.errors import StoreUnavailable
 
-__all__ = ["Client", "ClusterClient", "ReplyError", "Script", "Store", "StoreUnavailable", "connect",
-           "encode_command", "key_slot", "parse_url"]
+__all__ = ["Client", "ClusterClient", "ClusterSubscriber", "ReplyError", "Script", "Store",
+           "StoreUnavailable", "connect", "encode_command", "key_slot", "parse_url"]
 
 ReplyError = hiredis.ReplyError
 
@@ -826,13 +826,25 @@ cdef class ClusterClient:
             raise StoreUnavailable(f"store node {addr} is unreachable")
         return node
 
-    cdef Client _add(self, str addr):
+    def masters(self):
+        """Return the addresses ("host:port") of the masters serving slots."""
+        return sorted({addr for addr, node in self.nodes.items() if node in set(self.slots)})
+
+    def node_url(self, str addr):
+        """Return the URL of one node, with the cluster's credentials."""
         s = self.settings
         auth = ""
         if s["password"]:
             auth = (quote(s["username"], safe="") if s["username"] else "") + ":" + \
                 quote(s["password"], safe="") + "@"
-        node = Client(f"redis://{auth}{addr}", name=self.name,
+        return f"redis://{auth}{addr}"
+
+    def subscriber(self, channel, on_push, on_connect=None, double command_timeout=5.0):
+        """Return a subscription to ``channel`` that hears every node's PUBLISH."""
+        return ClusterSubscriber(self, channel, on_push, on_connect, command_timeout)
+
+    cdef Client _add(self, str addr):
+        node = Client(self.node_url(addr), name=self.name,
                       command_timeout=self.command_timeout, on_connect=self._node_connected)
         for script in self.scripts.values():
             node.register(script)
@@ -904,6 +916,83 @@ cdef class ClusterClient:
         self.last_error = None
         if not self.ready.done():
             self.ready.set_result(True)
+
+
+class ClusterSubscriber:
+    """A channel subscription that hears every PUBLISH of a cluster.
+
+    Redis Cluster passes each PUBLISH to every node: one subscribed
+    connection, to any node (the seeds in turn), hears them all. A clustered
+    KVRocks does not: there one subscribed connection per master is kept,
+    in step with the slot map. Same surface as a subscribed ``Client``.
+    """
+
+    def __init__(self, ClusterClient cluster, channel, on_push, on_connect=None,
+                 double command_timeout=DEF_COMMAND_TIMEOUT):
+        self.cluster = cluster
+        self.options = dict(name=cluster.name + "-events", channel=channel, on_push=on_push,
+                            on_connect=on_connect, command_timeout=command_timeout)
+        self.clients = {}  # "host:port" (or the URL, when one hears all) -> Client
+        self.task = None
+        self.known = None  # set once it is known whether every node hears all
+
+    @property
+    def is_connected(self):
+        return bool(self.clients) and all(c.is_connected for c in self.clients.values())
+
+    def start(self):
+        if self.task is None:
+            self.known = asyncio.get_running_loop().create_future()
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def wait_connected(self, timeout=None):
+        self.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            await asyncio.wait_for(asyncio.shield(self.known), timeout)
+        except asyncio.TimeoutError:
+            return False
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        return all(await asyncio.gather(*(c.wait_connected(left)
+                                          for c in list(self.clients.values()))))
+
+    async def close(self):
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self.task = None
+        clients, self.clients = list(self.clients.values()), {}
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+    async def _run(self):
+        cluster = self.cluster
+        cluster.start()
+        while True:
+            try:
+                await cluster.wait_connected(self.options["command_timeout"])
+                info = await cluster.execute((b"INFO", b"server"))
+                break
+            except (StoreUnavailable, ReplyError, asyncio.TimeoutError):
+                await asyncio.sleep(0.5)
+        if b"kvrocks_version" not in info:
+            client = Client(cluster.url, **self.options)
+            self.clients[cluster.url] = client
+            client.start()
+            self.known.set_result(True)
+            return
+        while True:
+            masters = set(cluster.masters())
+            for addr in masters - set(self.clients):
+                self.clients[addr] = Client(cluster.node_url(addr), **self.options)
+                self.clients[addr].start()
+            for addr in set(self.clients) - masters:
+                await self.clients.pop(addr).close()
+            if not self.known.done():
+                self.known.set_result(True)
+            await asyncio.sleep(1.0)
 
 
 Store = Client | ClusterClient  # what the engine is given

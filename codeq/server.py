@@ -47,7 +47,7 @@ def build_engine(settings: Settings, store_url: str):
     timeout = settings.store_timeout
     store = connect(store_url, name="codeq", command_timeout=timeout,
                     wait_replicas=settings.store_wait_replicas)
-    return Engine(store, Notifier(store_url, timeout), settings)
+    return Engine(store, Notifier(store_url, timeout, store), settings)
 
 
 def _worker_main(settings: Settings, store_url: str, sock: socket.socket) -> None:

@@ -14,7 +14,7 @@ import logging
 from collections import deque
 from collections.abc import Iterable
 
-from codeq._core import Client
+from codeq._core import Client, ClusterClient, ClusterSubscriber, Store
 from codeq.keys import EVENTS_CHANNEL
 
 log = logging.getLogger("codeq.notify")
@@ -25,7 +25,7 @@ QUIET_LIMIT = 10_000  # queues remembered as empty, at most
 class Notifier:
     """Fan store notifications out to the coroutines waiting in this process."""
 
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, timeout: float = 5.0, store: Store | None = None) -> None:
         self._ready: dict[tuple[str, str], deque[asyncio.Future[None]]] = {}
         self._results: dict[tuple[str, str], set[asyncio.Future[None]]] = {}
         # Queues known to hold no task that no waiter here will take, and
@@ -34,14 +34,19 @@ class Notifier:
         # Pinged when idle for ``timeout`` and reopened when the PING goes
         # unanswered as long: a subscription that died silently would leave
         # every long poll to wait out its time.
-        self.client = Client(
-            url,
-            name="codeq-events",
-            channel=EVENTS_CHANNEL,
-            on_push=self._on_push,
-            on_connect=self.wake_all,
-            command_timeout=timeout,
-        )
+        self.client: Client | ClusterSubscriber
+        if isinstance(store, ClusterClient):
+            # On a cluster, whichever nodes must be listened to for every PUBLISH.
+            self.client = store.subscriber(EVENTS_CHANNEL, self._on_push, self.wake_all, timeout)
+        else:
+            self.client = Client(
+                url,
+                name="codeq-events",
+                channel=EVENTS_CHANNEL,
+                on_push=self._on_push,
+                on_connect=self.wake_all,
+                command_timeout=timeout,
+            )
 
     def start(self) -> None:
         self.client.start()
