@@ -828,7 +828,8 @@ cdef class ClusterClient:
 
     def masters(self):
         """Return the addresses ("host:port") of the masters serving slots."""
-        return sorted({addr for addr, node in self.nodes.items() if node in set(self.slots)})
+        serving = set(self.slots)
+        return sorted(addr for addr, node in self.nodes.items() if node in serving)
 
     def node_url(self, str addr):
         """Return the URL of one node, with the cluster's credentials."""
