@@ -48,6 +48,14 @@ bench: deps
 	$(PY) -m pytest bench -q --benchmark-only --benchmark-columns=min,median,mean,ops,rounds $(ARGS)
 	$(PY) bench/load.py
 
+# Faults while tasks flow (bench/chaos.py): codeq servers and the store
+# SIGKILLed, workers SIGSTOPped past their lease; fails on a lost task, an
+# execution under a lease granted while another was valid, or a 5xx but 503.
+.PHONY: chaos
+chaos: deps
+	$(PY) bench/chaos.py --store single --seconds 60
+	$(PY) bench/chaos.py --store cluster --seconds 60
+
 # The reduced run CI makes: the O(1) guard at depths 1,000 and 100,000, and a
 # short HTTP full cycle; the pytest-benchmark JSON is printed into the log.
 bench-ci: deps
