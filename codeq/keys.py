@@ -25,6 +25,11 @@ Layout (cluster-safe: one script only ever touches keys of one hash tag):
     codeq:{<tenant>}:subs:turns               hash groupId -> notifications of the group
     codeq:{<tenant>}:subs:command:<command>   set of the ids of subscriptions naming it
     codeq:{<tenant>}:subs:any                 set of the ids of subscriptions naming none
+    codeq:{<tenant>}:throughput:<minute>      hash <second>:<series> -> tasks created, completed
+                                              or failed in that second, summed over the server
+                                              processes (the dashboard's charts); each minute
+                                              (Unix time // 60) expires 15 min after its last
+                                              write
     codeq:tenants                             set of tenants
     codeq:{due:<0..7>}:queues                 zset <tenant>:<command> -> when that queue next
                                               needs upkeep (ms); a queue's shard by crc32
@@ -163,6 +168,11 @@ class SubscriptionKeys:
     def sets(self, event_types: list[str]) -> tuple[bytes, ...]:
         """The command sets a subscription naming ``event_types`` is in."""
         return tuple(self.command(c) for c in event_types) if event_types else (self.any,)
+
+
+def throughput(tenant: str, minute: int) -> bytes:
+    """Return one minute of the tenant's throughput series (per-second counts)."""
+    return f"codeq:{{{tenant}}}:throughput:{minute}".encode()
 
 
 def rate_bucket(principal: str, op: str) -> bytes:

@@ -339,6 +339,20 @@ class DeadLetterPage(Struct):
     nextCursor: str | None
 
 
+class InFlightPage(Struct):
+    tasks: list[Task]
+    nextCursor: str | None
+
+
+class AdminTask(Struct):
+    """A task as operators see it: its result (null until it has one) and when
+    it was dead-lettered (null unless it is in the DLQ)."""
+
+    task: Task
+    result: Result | None
+    deadLetteredAt: datetime | None
+
+
 class Requeued(Struct):
     requeued: int
 

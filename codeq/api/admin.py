@@ -1,4 +1,5 @@
-"""Operators' endpoints (scope codeq:admin): queue depths, the dead-letter queue, cleanup."""
+"""Operators' endpoints (scope codeq:admin): queue depths, the dead-letter queue,
+in-flight tasks, one task with its result, cleanup."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import re
 
 import falcon
 
-from codeq.api.common import Context, Resource, read_body, send
+from codeq.api.common import Context, Resource, read_body, send, task_id
 from codeq.engine.admin import QueueStats
 from codeq.errors import BadRequest
 from codeq.keys import NAME_PATTERN
@@ -15,6 +16,7 @@ from codeq.schemas import (
 )
 from codeq.schemas import (
     UUID_PATTERN,
+    AdminTask,
     CleanupRequest,
     DeadLetter,
     Ids,
@@ -37,19 +39,26 @@ def _queue(s: QueueStats, detail: bool = False) -> Queue:
                  dlq=s.dlq, oldestReadyAgeSeconds=age)
 
 
-def _command(raw: str) -> str:
+def command_param(raw: str) -> str:
+    """Check a command named in a path or query; 400 unless it is a valid name."""
     if not _COMMAND.match(raw):
         raise BadRequest("command must be 1 to 128 of A-Z a-z 0-9 . _ : -", field="command")
     return raw
 
 
-def _cursor(raw: str | None) -> tuple[int, str] | None:
+def cursor_param(raw: str | None) -> tuple[int, str] | None:
+    """Read a page cursor (``cursor_text`` wrote it); 400 unless it is one."""
     if raw is None:
         return None
     score, _, task_id = raw.partition(":")
     if not score.isdigit() or not re.match(UUID_PATTERN, task_id):
         raise BadRequest("cursor must be a nextCursor this endpoint returned", field="cursor")
     return int(score), task_id
+
+
+def cursor_text(after: tuple[int, str] | None) -> str | None:
+    """The nextCursor of a page that ends at ``after`` (score, id); None: the last page."""
+    return None if after is None else f"{after[0]}:{after[1]}"
 
 
 def _limit(req: falcon.asgi.Request) -> int:
@@ -76,7 +85,7 @@ class OneQueue(Resource):
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                      command: str) -> None:
         who = await self.ctx.caller(req, ADMIN, "admin")
-        send(resp, _queue(await self.ctx.engine.admin.queue(who.tenant, _command(command)),
+        send(resp, _queue(await self.ctx.engine.admin.queue(who.tenant, command_param(command)),
                           detail=True))
 
 
@@ -87,11 +96,32 @@ class DeadLetters(Resource):
                      command: str) -> None:
         who = await self.ctx.caller(req, ADMIN, "admin")
         page, after = await self.ctx.engine.admin.dlq(
-            who.tenant, _command(command), _limit(req), _cursor(req.get_param("cursor")))
+            who.tenant, command_param(command), _limit(req),
+            cursor_param(req.get_param("cursor")))
         tasks = [DeadLetter(**{f: getattr(d.task, f) for f in d.task.__struct_fields__},
                             deadLetteredAt=d.dead_lettered_at) for d in page]
-        send(resp, {"tasks": tasks,
-                    "nextCursor": None if after is None else f"{after[0]}:{after[1]}"})
+        send(resp, {"tasks": tasks, "nextCursor": cursor_text(after)})
+
+
+class InFlight(Resource):
+    """GET /v1/codeq/admin/queues/{command}/inflight?limit=&cursor="""
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
+                     command: str) -> None:
+        who = await self.ctx.caller(req, ADMIN, "admin")
+        page, after = await self.ctx.engine.admin.inflight(
+            who.tenant, command_param(command), _limit(req),
+            cursor_param(req.get_param("cursor")))
+        send(resp, {"tasks": page, "nextCursor": cursor_text(after)})
+
+
+class OneTask(Resource):
+    """GET /v1/codeq/admin/tasks/{id}"""
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, id: str) -> None:
+        who = await self.ctx.caller(req, ADMIN, "admin")
+        task, result, dead = await self.ctx.engine.admin.task(who.tenant, task_id(id))
+        send(resp, AdminTask(task=task, result=result, deadLetteredAt=dead))
 
 
 class DlqAction(Resource):
@@ -108,7 +138,7 @@ class DlqAction(Resource):
         who = await self.ctx.caller(req, ADMIN, "admin")
         body = await read_body(req, self.ctx, Ids, optional=True)
         act = getattr(self.ctx.engine.admin, self.action)
-        count = await act(who.tenant, _command(command), _lower(body.ids))
+        count = await act(who.tenant, command_param(command), _lower(body.ids))
         send(resp, {self.answer: count})
 
 

@@ -136,11 +136,13 @@ def create_app(engine: Engine, settings: Settings) -> Service:
     route(f"{PREFIX}/admin/queues", admin.Queues(ctx))
     route(f"{PREFIX}/admin/queues/{{command}}", admin.OneQueue(ctx))
     route(f"{PREFIX}/admin/queues/{{command}}/dlq", admin.DeadLetters(ctx))
+    route(f"{PREFIX}/admin/queues/{{command}}/inflight", admin.InFlight(ctx))
     route(f"{PREFIX}/admin/queues/{{command}}/dlq/requeue",
           admin.DlqAction(ctx, "requeue", "requeued"))
     route(f"{PREFIX}/admin/queues/{{command}}/dlq/purge",
           admin.DlqAction(ctx, "purge", "removed"))
     route(f"{PREFIX}/admin/tasks/cleanup", admin.Cleanup(ctx))
+    route(f"{PREFIX}/admin/tasks/{{id}}", admin.OneTask(ctx))
     route(f"{PREFIX}/workers/subscriptions", subscriptions.Subscribe(ctx))
     route(f"{PREFIX}/workers/subscriptions/{{id}}", subscriptions.OneSubscription(ctx))
     route(f"{PREFIX}/workers/subscriptions/{{id}}/heartbeat",

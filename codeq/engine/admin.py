@@ -4,13 +4,18 @@ Every call costs O(commands) or O(page) store work, never O(tasks): counts
 are list lengths and zset cardinalities, and the oldest ready task of a
 queue is the head of one of its ten FIFO tier lists (queue_stats.lua). A
 sharded command's figures are its shards' summed (the oldest: the oldest of
-their heads), and its DLQ pages are merged from theirs.
+their heads), and its DLQ and in-flight pages are merged from theirs.
+
+The throughput series (the dashboard's charts, codeq/ui) is a hash per
+tenant and minute of per-second counts, which every server process adds its
+own counts to once a second: summed across processes by construction, and
+bounded by its TTL whatever the traffic.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -18,12 +23,14 @@ from typing import TYPE_CHECKING
 from codeq import keys
 from codeq.errors import TaskNotFound
 from codeq.keys import PRIORITY_MAX
-from codeq.schemas import MAX_ADMIN_PAGE, Task, task_of
+from codeq.schemas import MAX_ADMIN_PAGE, Result, Task, result_of, task_of
 
 if TYPE_CHECKING:
     from codeq.engine.queue import Engine
 
 MAX_PAGE = MAX_ADMIN_PAGE
+THROUGHPUT = ("created", "completed", "failed")  # the series, in this order
+THROUGHPUT_TTL = 900  # seconds a minute of the series is kept after its last write
 
 
 @dataclass
@@ -70,11 +77,31 @@ class Admin:
     async def dlq(self, tenant: str, command: str, limit: int, cursor: tuple[int, str] | None,
                   ) -> tuple[list[DeadLetter], tuple[int, str] | None]:
         """A page of dead-lettered tasks, oldest first, after ``cursor`` (score, id)."""
+        found, after = await self._page(tenant, command, "dlq", limit, cursor)
+        records = await asyncio.gather(*(self._task(q, tenant, i) for _, i, q in found))
+        page = [DeadLetter(task, datetime.fromtimestamp(score / 1000, UTC))
+                for (score, _, _), task in zip(found, records, strict=True) if task is not None]
+        return page, after
+
+    async def inflight(self, tenant: str, command: str, limit: int,
+                       cursor: tuple[int, str] | None,
+                       ) -> tuple[list[Task], tuple[int, str] | None]:
+        """A page of in-flight tasks, soonest lease expiry first, after ``cursor`` (score, id)."""
+        found, after = await self._page(tenant, command, "inflight", limit, cursor)
+        records = await asyncio.gather(*(self._task(q, tenant, i) for _, i, q in found))
+        return [task for task in records if task is not None], after
+
+    async def _page(self, tenant: str, command: str, zset: str, limit: int,
+                    cursor: tuple[int, str] | None,
+                    ) -> tuple[list[tuple[int, str, keys.QueueKeys]], tuple[int, str] | None]:
+        """The members of one zset of the command's queues (``dlq`` or
+        ``inflight``), lowest score first, after ``cursor``, merged over its
+        shards: (score, id, shard), and the cursor of the next page."""
         start = b"-inf" if cursor is None else cursor[0]
         shards = self._shards(tenant, command)
         # Ties on the score are ordered by id: skip those up to the cursor's.
         raws = await asyncio.gather(*(
-            self.engine._cmd(b"ZRANGEBYSCORE", q.dlq, start, b"+inf", b"WITHSCORES",
+            self.engine._cmd(b"ZRANGEBYSCORE", getattr(q, zset), start, b"+inf", b"WITHSCORES",
                              b"LIMIT", 0, limit + MAX_PAGE if cursor else limit)
             for q in shards))
         found = sorted((int(float(raw[i + 1])), raw[i].decode(), q)
@@ -83,11 +110,19 @@ class Admin:
         if cursor is not None:
             found = [f for f in found if f[:2] > (cursor[0], cursor[1])]
         found = found[:limit]
-        records = await asyncio.gather(*(self._task(q, tenant, i) for _, i, q in found))
-        page = [DeadLetter(task, datetime.fromtimestamp(score / 1000, UTC))
-                for (score, _, _), task in zip(found, records, strict=True) if task is not None]
         after = (found[-1][0], found[-1][1]) if len(found) == limit else None
-        return page, after
+        return found, after
+
+    async def task(self, tenant: str, task_id: str,
+                   ) -> tuple[Task, Result | None, datetime | None]:
+        """A task, its result if it has one, and when it was dead-lettered if
+        it is in the DLQ (TaskNotFound for another tenant's)."""
+        q = await self.engine._queue_of(tenant, task_id)
+        task, raw, score = await asyncio.gather(
+            self.engine.get(tenant, task_id), self.engine._cmd(b"HGET", q.results, task_id),
+            self.engine._cmd(b"ZSCORE", q.dlq, task_id))
+        return (task, None if raw is None else result_of(task_id, raw),
+                None if score is None else datetime.fromtimestamp(float(score) / 1000, UTC))
 
     async def _task(self, q: keys.QueueKeys, tenant: str, task_id: str) -> Task | None:
         raw, payload = await asyncio.gather(self.engine._cmd(b"HGET", q.tasks, task_id),
@@ -145,3 +180,26 @@ class Admin:
                 if reply[4] >= 0:  # its next upkeep, as a tick of the loop would note
                     self.engine.hint(tenant, name, reply[4])
         return removed
+
+    async def add_throughput(self, tenant: str, second: int, counts: Sequence[int]) -> None:
+        """Add one process' tasks created, completed and failed (``THROUGHPUT``)
+        in ``second`` (Unix time) to the tenant's series."""
+        fields = [x for name, n in zip(THROUGHPUT, counts, strict=True) if n
+                  for x in (f"{second}:{name}", n)]
+        if fields:
+            await self.engine._run("throughput_add", (keys.throughput(tenant, second // 60),),
+                                   (THROUGHPUT_TTL, *fields))
+
+    async def throughput(self, tenant: str, first: int, last: int) -> dict[str, list[int]]:
+        """The tenant's tasks created, completed and failed in each second from
+        ``first`` to ``last`` (Unix time): O(seconds), a hash read per minute."""
+        series = {name: [0] * (last - first + 1) for name in THROUGHPUT}
+        raws = await asyncio.gather(*(self.engine._cmd(b"HGETALL", keys.throughput(tenant, m))
+                                      for m in range(first // 60, last // 60 + 1)))
+        for raw in raws:
+            for i in range(0, len(raw), 2):
+                second, _, name = raw[i].decode().partition(":")
+                at = int(second) - first
+                if name in series and 0 <= at <= last - first:
+                    series[name][at] += int(raw[i + 1])
+        return series

@@ -34,6 +34,7 @@ NUMKEYS = {
     "rate_take": 1,
     "dlq_requeue": 18,
     "dlq_purge": 9,
+    "throughput_add": 1,
     # The subscription scripts take one more key per command set (at least one).
     "sub_put": 3,
     "sub_renew": 2,

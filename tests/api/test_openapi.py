@@ -22,7 +22,8 @@ ROUTES = [  # every /v1/codeq route codeq serve has, but the document itself
     "/tasks/{id}/result", "/workers/subscriptions", "/workers/subscriptions/{id}",
     "/workers/subscriptions/{id}/heartbeat", "/admin/queues", "/admin/queues/{command}",
     "/admin/queues/{command}/dlq", "/admin/queues/{command}/dlq/requeue",
-    "/admin/queues/{command}/dlq/purge", "/admin/tasks/cleanup",
+    "/admin/queues/{command}/dlq/purge", "/admin/queues/{command}/inflight",
+    "/admin/tasks/cleanup", "/admin/tasks/{id}",
 ]
 
 
