@@ -4,6 +4,9 @@ Two stores per session: one behind the session's codeq serve, and one for
 the tests that drive the engine or the core directly, flushed before each of
 them. Their data never meets, on any store (KVRocks has one keyspace for
 every database number, so database numbers cannot separate tests there).
+On the cluster leg (CODEQ_TEST_STORE=cluster) each is a Redis Cluster of
+three masters and three replicas, and codeq serve and the engines reach it
+by a redis+cluster:// URL.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import codeq
-from tests.support import ROOT, STORE_KIND, CodeqServer, StoreServer, find_kvrocks, stop_all
+from tests.support import ROOT, STORE_KIND, CodeqServer, find_kvrocks, new_store, stop_all
 
 # Fast upkeep and short backoff keep the lease and retry tests quick.
 SERVE_ARGS = ("--tick-interval", "0.05", "--backoff-policy", "fixed",
@@ -54,7 +57,7 @@ def _stop_leftovers():
 @pytest.fixture(scope="session")
 def store_server():
     """The store behind the session's codeq serve."""
-    server = StoreServer().start()
+    server = new_store().start()
     yield server
     server.cleanup()
 
@@ -62,7 +65,7 @@ def store_server():
 @pytest.fixture(scope="session")
 def direct_server():
     """The store of the tests that drive the engine or the core directly."""
-    server = StoreServer().start()
+    server = new_store().start()
     yield server
     server.cleanup()
 
@@ -74,9 +77,9 @@ def store_url(direct_server):
 
 @pytest.fixture
 def store(direct_server):
-    """A redis-py client on an emptied direct store."""
+    """A redis-py client on an emptied direct store (every master of a cluster)."""
     client = direct_server.client()
-    client.flushall()
+    client.flushall()  # redis-py sends it to every master of a cluster
     yield client
     client.close()
 

@@ -2,7 +2,9 @@
 
 The store the tests start is redis-server, or KVRocks when CODEQ_TEST_STORE
 is ``kvrocks`` (its binary from CODEQ_KVROCKS, PATH, or the shared/bin folder
-beside the checkout). Service processes run the ``codeq`` command installed
+beside the checkout), or a Redis Cluster of three masters and three replicas
+when it is ``cluster`` (``new_store``; tests that need one store process are
+skipped there by ``not_on_cluster``). Service processes run the ``codeq`` command installed
 next to this Python, from a directory outside the checkout, so they use the
 installed package exactly as users get it.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -19,11 +22,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import redis
 
 from codeq.embedded import free_port, stop_process
@@ -31,10 +36,23 @@ from codeq.embedded import free_port, stop_process
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 STORE_KIND = os.environ.get("CODEQ_TEST_STORE", "redis")
+ON_CLUSTER = STORE_KIND == "cluster"
+# The kind of one store process: a cluster's nodes are redis-servers.
+NODE_KIND = "redis" if ON_CLUSTER else STORE_KIND
 CODEQ = str(Path(sys.executable).with_name("codeq"))
 
 # Every process a test starts, so the session can stop any a failing test left.
 _STARTED: list[StoreServer | CodeqServer] = []
+
+
+def not_on_cluster(reason: str) -> pytest.MarkDecorator:
+    """Skip a test on the cluster leg, saying why it cannot apply to a cluster."""
+    return pytest.mark.skipif(ON_CLUSTER, reason=f"cluster leg: {reason}")
+
+
+def new_store(**options: Any) -> StoreServer | ClusterStore:
+    """A store of this leg, not started: one process, or a cluster on the cluster leg."""
+    return ClusterStore() if ON_CLUSTER else StoreServer(**options)
 
 
 def find_kvrocks() -> str | None:
@@ -64,7 +82,7 @@ def codeq_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a ``codeq`` process: none of the caller's CODEQ_* settings, and
     KVRocks first on PATH in the KVRocks leg (so the embedded store is KVRocks)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CODEQ_")}
-    if STORE_KIND == "kvrocks":
+    if NODE_KIND == "kvrocks":
         env["PATH"] = f"{kvrocks_dir()}:{env.get('PATH', '')}"
     env.update(extra or {})
     return env
@@ -95,10 +113,34 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         time.sleep(interval)
 
 
+def cluster_port() -> int:
+    """Return a free loopback port whose cluster bus port (10,000 above) is free too.
+
+    Both lie below the kernel's ephemeral range (32768 up), so no outgoing
+    connection takes either while the node is down, and a node restarted on
+    its port finds it free; Redis refuses a cluster port above 55535.
+    """
+    for _ in range(1000):
+        port = random.randrange(10000, 22768)
+        if all(_can_bind(p) for p in (port, port + 10000)):
+            return port
+    raise RuntimeError("no free pair of cluster ports")
+
+
+def _can_bind(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class StoreServer:
     """A redis-server or KVRocks on a free loopback port with a temporary data dir."""
 
-    def __init__(self, kind: str = STORE_KIND, *, appendonly: bool = True,
+    def __init__(self, kind: str = NODE_KIND, *, appendonly: bool = True,
                  password: str | None = None, unixsocket: bool = False,
                  cluster_node_timeout: int = 0) -> None:
         self.kind = kind
@@ -106,7 +148,7 @@ class StoreServer:
         if self.binary is None:
             raise RuntimeError("no kvrocks binary found")
         self.dir = tempfile.mkdtemp(prefix=f"codeq-{kind}-")
-        self.port = free_port()
+        self.port = cluster_port() if cluster_node_timeout else free_port()
         self.password = password
         self.socket_path = os.path.join(self.dir, "store.sock") if unixsocket else None
         self.appendonly = appendonly
@@ -137,7 +179,9 @@ class StoreServer:
         if self.cluster_node_timeout:
             args += ["--cluster-enabled", "yes", "--cluster-config-file",
                      os.path.join(self.dir, "nodes.conf"),
-                     "--cluster-node-timeout", str(self.cluster_node_timeout)]
+                     "--cluster-node-timeout", str(self.cluster_node_timeout),
+                     # A replica's first sync at once, not after 5 s of waiting for others.
+                     "--repl-diskless-sync-delay", "0"]
         return args
 
     def start(self) -> StoreServer:
@@ -181,64 +225,154 @@ class StoreServer:
 
 
 class ClusterStore:
-    """A Redis Cluster of ``masters`` masters with one replica each, on loopback.
+    """A Redis Cluster of ``masters`` masters with ``replicas`` replicas each, on loopback.
 
     Made by ``redis-cli --cluster create``; a failover (a master SIGKILLed)
     is noticed within about twice ``node_timeout`` ms.
     """
 
-    def __init__(self, masters: int = 3, node_timeout: int = 1000) -> None:
+    def __init__(self, masters: int = 3, node_timeout: int = 1000, replicas: int = 1) -> None:
         self.kind = "cluster"
+        self.replicas = replicas
         self.nodes = [StoreServer("redis", cluster_node_timeout=node_timeout)
-                      for _ in range(masters * 2)]
+                      for _ in range(masters * (1 + replicas))]
 
     @property
     def url(self) -> str:
         return "redis+cluster://" + ",".join(n.addr for n in self.nodes) + "/"
 
     def start(self) -> ClusterStore:
-        for node in self.nodes:
-            node.start()
-        subprocess.run(["redis-cli", "--cluster", "create", *(n.addr for n in self.nodes),
-                        "--cluster-replicas", "1", "--cluster-yes"],
-                       check=True, capture_output=True, timeout=60)
-        wait_until(self.healthy, 30, what="the cluster to form")
+        try:
+            for node in self.nodes:
+                node.start()
+            made = subprocess.run(["redis-cli", "--cluster", "create",
+                                   *(n.addr for n in self.nodes), "--cluster-replicas",
+                                   str(self.replicas), "--cluster-yes"],
+                                  capture_output=True, text=True, timeout=60)
+            if made.returncode:
+                raise AssertionError(f"redis-cli --cluster create failed:\n{made.stdout}"
+                                     f"{made.stderr}")
+            wait_until(self.healthy, 30, what="the cluster to form")
+        except BaseException:
+            self.cleanup()
+            raise
         return self
 
+    def live(self) -> list[StoreServer]:
+        """The nodes whose process runs."""
+        return [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
+
+    def ask(self, *args: str, node: StoreServer | None = None) -> Any:
+        """Run one command on ``node`` (else the first live node) and return its reply."""
+        client = (node or self.live()[0]).client()
+        try:
+            return client.execute_command(*args)
+        finally:
+            client.close()
+
+    _ask = ask
+
+    def _text(self, *args: str, node: StoreServer | None = None) -> str:
+        raw = self._ask(*args, node=node)
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
     def healthy(self) -> bool:
-        """Every live node sees the whole cluster up, each slot with a master."""
-        for node in self.nodes:
-            if node.proc is None:
-                continue
-            client = node.client()
+        """Every live node sees the whole cluster up, each slot with a master, every
+        node it knows of reachable, each master with all its replicas, and one
+        view of who serves each slot."""
+        views = set()
+        masters = len(self.nodes) // (1 + self.replicas)
+        for node in self.live():
             try:
-                info = client.execute_command("CLUSTER", "INFO")
+                info = self._text("CLUSTER", "INFO", node=node)
+                nodes = self._text("CLUSTER", "NODES", node=node)
             except redis.RedisError:
                 return False
-            finally:
-                client.close()
-            text = info.decode() if isinstance(info, bytes) else str(info)
-            if "cluster_state:ok" not in text or "cluster_slots_ok:16384" not in text:
+            if "cluster_state:ok" not in info or "cluster_slots_ok:16384" not in info:
                 return False
-        return True
+            lines = [line.split() for line in nodes.splitlines() if line.strip()]
+            if any("fail" in f[2] or f[7] != "connected" for f in lines):
+                return False
+            followed = Counter(f[3] for f in lines if "slave" in f[2])
+            if len(followed) != masters or set(followed.values()) != {self.replicas}:
+                return False
+            if "myself,slave" in nodes and self.ask(
+                    "INFO", "replication", node=node)["master_link_status"] != "up":
+                return False  # not in sync yet: WAIT would count it out
+            views.add(tuple(sorted(
+                (line.split()[1], tuple(line.split()[8:]))
+                for line in nodes.splitlines() if line.strip() and "master" in line.split()[2]
+                and line.split()[8:])))
+        return len(views) == 1
 
     def client(self) -> redis.RedisCluster:
-        return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port, protocol=2,
+        return redis.RedisCluster(host="127.0.0.1", port=self.live()[0].port, protocol=2,
                                   socket_timeout=5)
 
     def masters(self) -> list[StoreServer]:
         """The nodes serving slots now, by CLUSTER NODES."""
-        live = next(n for n in self.nodes if n.proc is not None)
-        client = live.client()
-        try:
-            raw = client.execute_command("CLUSTER", "NODES")
-        finally:
-            client.close()
-        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        text = self._text("CLUSTER", "NODES")
         ports = {int(line.split()[1].split("@")[0].rsplit(":", 1)[1])
                  for line in text.splitlines()
-                 if "master" in line.split()[2] and "fail" not in line.split()[2]}
+                 if "master" in line.split()[2] and "fail" not in line.split()[2]
+                 and line.split()[8:]}
         return [n for n in self.nodes if n.port in ports]
+
+    def slot_ranges(self, node: StoreServer | None = None) -> list[tuple[int, int, StoreServer]]:
+        """The slot map by CLUSTER SLOTS (as a client sees it, from ``node``):
+        (first slot, last slot, master) for each range."""
+        return [(start, end, next(n for n in self.nodes if n.port == master[1]))
+                for start, end, master, *_ in self._ask("CLUSTER", "SLOTS", node=node)]
+
+    def master_of(self, slot: int, node: StoreServer | None = None) -> StoreServer:
+        """The node serving ``slot`` (as ``node`` sees it)."""
+        for start, end, master in self.slot_ranges(node):
+            if start <= slot <= end:
+                return master
+        raise AssertionError(f"no node serves slot {slot}")
+
+    def node_id(self, node: StoreServer) -> str:
+        return self._text("CLUSTER", "MYID", node=node)
+
+    def replicas_of(self, master: StoreServer) -> list[StoreServer]:
+        """The replicas of ``master`` (as its first live peer sees them)."""
+        lines = self.ask("CLUSTER", "REPLICAS", self.node_id(master))
+        ports = {int(line.split()[1].split(b"@")[0].rsplit(b":", 1)[1]) for line in lines}
+        return [n for n in self.nodes if n.port in ports]
+
+    def flushall(self) -> None:
+        """Empty every master (their replicas follow)."""
+        for node in self.masters():
+            self._ask("FLUSHALL", node=node)
+
+    def migrate_slot(self, slot: int, target: StoreServer, batch: int = 10,
+                     between_batches: Callable[[], None] | None = None) -> int:
+        """Move ``slot`` to ``target`` the way ``redis-cli --cluster reshard`` does:
+        IMPORTING on the target, MIGRATING on the source, MIGRATE the keys in
+        batches (``between_batches`` runs after each, while the slot is split),
+        then SETSLOT NODE on the target, the source and every other master.
+        Return how many keys moved."""
+        source = self.master_of(slot)
+        assert source is not target, f"slot {slot} is on {target.addr} already"
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        self._ask("CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id, node=target)
+        self._ask("CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id, node=source)
+        moved = 0
+        while True:
+            keys = self._ask("CLUSTER", "GETKEYSINSLOT", str(slot), str(batch), node=source)
+            if not keys:
+                break
+            self._ask("MIGRATE", "127.0.0.1", str(target.port), "", "0", "5000", "KEYS", *keys,
+                      node=source)
+            moved += len(keys)
+            if between_batches is not None:
+                between_batches()
+        self._ask("CLUSTER", "SETSLOT", str(slot), "NODE", target_id, node=target)
+        self._ask("CLUSTER", "SETSLOT", str(slot), "NODE", target_id, node=source)
+        for other in self.masters():
+            if other not in (source, target):
+                self._ask("CLUSTER", "SETSLOT", str(slot), "NODE", target_id, node=other)
+        return moved
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -342,32 +476,94 @@ def parse_response(raw: bytes) -> tuple[int, dict[str, str], bytes, bytes]:
     return int(status_line.split()[1]), headers, rest[:length], rest[length:]
 
 
-def snapshot(client: redis.Redis) -> dict[bytes, bytes]:
+def primaries(client: redis.Redis | redis.RedisCluster) -> list[redis.Redis]:
+    """One client per store process serving keys: the client itself, or a
+    cluster's masters."""
+    if isinstance(client, redis.RedisCluster):
+        return [client.get_redis_connection(node) for node in client.get_primaries()]
+    return [client]
+
+
+def all_keys(client: redis.Redis | redis.RedisCluster, pattern: str = "*") -> list[bytes]:
+    """Every key of the store (of every master of a cluster)."""
+    return sorted(key for node in primaries(client) for key in node.keys(pattern))
+
+
+def snapshot(client: redis.Redis | redis.RedisCluster) -> dict[bytes, bytes]:
     """Every key of the store with its serialized value, to prove nothing changed."""
-    return {key: client.dump(key) for key in sorted(client.keys("*"))}
+    return {key: client.dump(key) for key in all_keys(client)}
 
 
-def journal_position(client: redis.Redis) -> int:
-    """How far the store's journal has grown: Redis' AOF size, KVRocks' WAL sequence."""
-    if STORE_KIND == "redis":
-        return int(client.info("persistence")["aof_current_size"])
+def command_calls(client: redis.Redis | redis.RedisCluster, *names: str) -> int:
+    """How many times the store (every master of a cluster) ran the commands
+    ``names`` (lower case) by INFO commandstats; none named: every command."""
+    total = 0
+    for node in primaries(client):
+        stats = node.info("commandstats")
+        total += sum(v["calls"] for k, v in stats.items()
+                     if not names or k.removeprefix("cmdstat_") in names)
+    return total
+
+
+def kill_clients(client: redis.Redis | redis.RedisCluster, name: str | None = None,
+                 kind: str | None = None) -> int:
+    """Drop every connection named ``name`` (or of type ``kind``, e.g. pubsub), on
+    every node of a cluster, replicas too (a subscriber may be on any)."""
+    nodes = ([client.get_redis_connection(n) for n in client.get_nodes()]
+             if isinstance(client, redis.RedisCluster) else [client])
+    killed = 0
+    for node in nodes:
+        if kind is not None:
+            killed += node.client_kill_filter(_type=kind)
+            continue
+        for conn in node.client_list():
+            if conn["name"] == name:
+                killed += node.client_kill_filter(_id=conn["id"])
+    return killed
+
+
+async def settled(store: Any) -> None:
+    """Wait until the store has run every command a codeq store client sent so
+    far (hints are sent without waiting for them): a PING behind them on each
+    connection, one per master of a cluster."""
+    if not hasattr(store, "execute_on"):
+        await store.call(b"PING")
+        return
+    from codeq._core import key_slot
+
+    for start, end, *_ in await store.call(b"CLUSTER", b"SLOTS"):
+        tag = next(t for t in (f"{{{n}}}" for n in range(100_000))
+                   if start <= key_slot(t) <= end)
+        await store.execute_on(tag, (b"PING",))
+
+
+def journal_position(client: redis.Redis | redis.RedisCluster) -> int:
+    """How far the store's journal has grown: Redis' AOF size (summed over a
+    cluster's masters), KVRocks' WAL sequence."""
+    if NODE_KIND == "redis":
+        return sum(int(node.info("persistence")["aof_current_size"])
+                   for node in primaries(client))
     return int(client.info()["sequence"])
 
 
 @contextlib.contextmanager
-def refusing_writes(client: redis.Redis) -> Iterator[str]:
+def refusing_writes(client: redis.Redis | redis.RedisCluster) -> Iterator[str]:
     """Make the store refuse writes; yield the error it gives.
 
-    Redis: out of memory (maxmemory 1, noeviction). KVRocks has no maxmemory:
-    it refuses writes as a read-only replica of an address nobody serves.
+    Redis: out of memory (maxmemory 1, noeviction), on every master of a
+    cluster. KVRocks has no maxmemory: it refuses writes as a read-only
+    replica of an address nobody serves.
     """
-    if STORE_KIND == "redis":
-        client.config_set("maxmemory-policy", "noeviction")
-        client.config_set("maxmemory", 1)
+    if NODE_KIND == "redis":
+        nodes = primaries(client)
+        for node in nodes:
+            node.config_set("maxmemory-policy", "noeviction")
+            node.config_set("maxmemory", 1)
         try:
             yield "OOM"
         finally:
-            client.config_set("maxmemory", 0)
+            for node in nodes:
+                node.config_set("maxmemory", 0)
     else:
         client.execute_command("SLAVEOF", "127.0.0.1", "1")
         try:

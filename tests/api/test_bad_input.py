@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from tests.conftest import SERVE_ARGS
-from tests.support import CodeqServer, StoreServer, snapshot
+from tests.support import CodeqServer, new_store, snapshot
 
 V1 = "/v1/codeq"
 JSON = {"Content-Type": "application/json"}
@@ -18,8 +18,9 @@ UNKNOWN = "00000000-0000-4000-8000-000000000000"
 @pytest.fixture(scope="module")
 def isolated():
     """A store and codeq serve of their own, so nothing else changes the store meanwhile."""
-    store = StoreServer().start()
-    server = CodeqServer("--store-url", store.url, *SERVE_ARGS).start()
+    store = new_store().start()
+    # --ui off: the dashboard's throughput series would record the create meanwhile.
+    server = CodeqServer("--store-url", store.url, *SERVE_ARGS, "--ui", "off").start()
     view = store.client()
     with httpx.Client(base_url=server.base, timeout=30) as api:
         created = api.post(f"{V1}/tasks", json={"command": "bad.input", "payload": {}})

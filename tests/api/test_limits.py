@@ -20,6 +20,7 @@ from tests.support import (
     CodeqServer,
     alive,
     cmdline,
+    not_on_cluster,
     parse_response,
     process_tree,
     wait_until,
@@ -316,7 +317,8 @@ def refused(port: int) -> bool:
     return False
 
 
-@pytest.mark.parametrize("mode", ["two processes", "one process", "embedded store"])
+@pytest.mark.parametrize("mode", ["two processes", "one process", pytest.param(
+    "embedded store", marks=not_on_cluster("the embedded store is one local process"))])
 def test_sigterm_refuses_new_connections_at_once_and_bounds_the_drain(store_server, mode):
     shutdown_timeout = 2
     data_dir = tempfile.mkdtemp(prefix="codeq-data-")  # short: the store's socket is in it

@@ -11,10 +11,12 @@ import pytest
 
 from codeq.keys import QueueKeys
 from tests.conftest import SERVE_ARGS
-from tests.support import CodeqServer, StallingProxy, wait_until
+from tests.support import CodeqServer, StallingProxy, not_on_cluster, wait_until
 
 V1 = "/v1/codeq"
 EVENTS = b"codeq-events"  # the CLIENT SETNAME of codeQ's pub/sub connection
+
+pytestmark = not_on_cluster("the StallingProxy stands in front of one store process")
 
 
 @pytest.fixture

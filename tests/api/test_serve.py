@@ -21,16 +21,19 @@ from codeq.keys import QueueKeys
 from tests.support import (
     STORE_KIND,
     CodeqServer,
-    StoreServer,
     alive,
     children,
     cmdline,
     codeq_cli,
+    new_store,
+    not_on_cluster,
     wait_until,
 )
 
 V1 = "/v1/codeq"
 STORE_PROCESS = "kvrocks" if STORE_KIND == "kvrocks" else "redis-server"
+EMBEDDED = not_on_cluster("the embedded store is one local process (the redis and kvrocks "
+                           "legs test it)")
 
 
 def test_help_documents_every_setting():
@@ -52,6 +55,7 @@ def test_bad_settings_exit_with_a_clear_message():
     assert "port must be a int" in proc.stderr
 
 
+@EMBEDDED
 def test_port_in_use_is_a_clear_error(tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -86,6 +90,7 @@ def store_of(data_dir: str) -> redis.Redis:
     return redis.Redis.from_url(embedded_store(data_dir).url, protocol=2)
 
 
+@EMBEDDED
 def test_embedded_store_persists_every_write(embedded):
     server, data_dir = embedded
     pids = children(server.proc.pid)
@@ -99,6 +104,7 @@ def test_embedded_store_persists_every_write(embedded):
         assert store.config_get("dir")["dir"] == str(Path(data_dir).resolve())
 
 
+@EMBEDDED
 def test_long_polls_are_woken_across_processes(embedded):
     server, _ = embedded
     results = []
@@ -124,6 +130,7 @@ def test_long_polls_are_woken_across_processes(embedded):
     assert max(elapsed for _, elapsed in results) < 5
 
 
+@EMBEDDED
 def test_due_tasks_and_expired_leases_handled_within_a_second_by_default(embedded):
     server, data_dir = embedded
     q = QueueKeys("default", "x.tick")
@@ -143,6 +150,7 @@ def test_due_tasks_and_expired_leases_handled_within_a_second_by_default(embedde
         assert time.time() - lease_end < 1.0
 
 
+@EMBEDDED
 def test_a_crashed_server_process_is_replaced_and_nothing_is_lost(embedded):
     server, _ = embedded
     with httpx.Client(base_url=server.base, timeout=10) as api:
@@ -161,6 +169,7 @@ def test_a_crashed_server_process_is_replaced_and_nothing_is_lost(embedded):
             assert resp.json()["status"] == "PENDING"
 
 
+@EMBEDDED
 def test_a_crashed_embedded_store_is_restarted_and_keeps_every_task(embedded):
     server, _ = embedded
     with httpx.Client(base_url=server.base, timeout=10) as api:
@@ -175,6 +184,7 @@ def test_a_crashed_embedded_store_is_restarted_and_keeps_every_task(embedded):
             assert api.get(f"{V1}/tasks/{task_id}").json()["status"] == "PENDING"
 
 
+@EMBEDDED
 def test_shutdown_stops_the_store_and_a_restart_keeps_the_tasks():
     data_dir = tempfile.mkdtemp(prefix="codeq-data-")
     server = CodeqServer("--data-dir", data_dir, "--log-level", "warning").start()
@@ -219,6 +229,7 @@ def test_shutdown_ends_long_polls_at_once(store_server):
     assert time.monotonic() - started < 10
 
 
+@EMBEDDED
 def test_a_killed_serve_leaves_nothing_running_and_frees_its_data_dir():
     data_dir = tempfile.mkdtemp(prefix="codeq-data-")
     server = CodeqServer("--data-dir", data_dir, "--workers", "2", "--log-level", "warning")
@@ -243,7 +254,7 @@ def test_a_killed_serve_leaves_nothing_running_and_frees_its_data_dir():
 
 
 def test_a_store_of_another_layout_is_refused_with_a_clear_message():
-    store = StoreServer().start()
+    store = new_store().start()
     try:
         with store.client() as view:
             view.sadd("codeq:tenants", "default")  # what codeQ 0.1 left behind

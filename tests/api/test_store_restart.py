@@ -7,10 +7,13 @@ import httpx
 import pytest
 
 from tests.conftest import SERVE_ARGS
-from tests.support import CodeqServer, StoreServer, wait_until
+from tests.support import CodeqServer, StoreServer, not_on_cluster, wait_until
 
 V1 = "/v1/codeq"
 CMD = "restart.job"
+
+pytestmark = not_on_cluster("kills and restarts one store process (tests/cluster kills a "
+                            "master and waits for its replica)")
 
 
 @pytest.fixture

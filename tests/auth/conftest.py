@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from tests.support import CodeqServer, StoreServer
+from tests.support import CodeqServer, new_store
 
 ISSUER, AUDIENCE = "codeq-tests", "codeq"
 SECRET = "an-hs256-secret-of-at-least-32-characters"
@@ -148,7 +148,7 @@ def tokens_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def auth_server(jwks, tokens_file: Path):
-    store = StoreServer().start()
+    store = new_store().start()
     server = CodeqServer(
         "--store-url", store.url, "--log-level", "warning", "--tick-interval", "0.05",
         "--auth", "on", "--jwks-url", jwks.url, "--jwt-secret", SECRET,

@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from tests.support import CodeqServer, StoreServer, wait_until
+from tests.support import CodeqServer, new_store, wait_until
 
 from .conftest import static_token
 
@@ -138,7 +138,7 @@ def test_admin_needs_its_scope(as_, command):
 
 
 def test_cleanup_removes_finished_tasks_past_retention_now(tokens_file, command):
-    store = StoreServer().start()
+    store = new_store().start()
     # Upkeep almost never runs by itself here: only the cleanup call removes.
     server = CodeqServer("--store-url", store.url, "--log-level", "warning",
                          "--tick-interval", "3600", "--retention-seconds", "1",

@@ -12,7 +12,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from tests.support import CodeqServer, StoreServer, wait_until
+from tests.support import CodeqServer, new_store, wait_until
 
 from .conftest import SECRET, TOKENS, b64, claims_with, static_token, tokens_toml, unsigned
 
@@ -258,7 +258,7 @@ def test_the_tokens_file_is_reread_on_sighup(auth_server, tokens_file, as_, comm
 
 
 def test_rate_limits_answer_429_then_recover(tokens_file, command):
-    store = StoreServer().start()
+    store = new_store().start()
     server = CodeqServer("--store-url", store.url, "--log-level", "warning", "--auth", "on",
                          "--tokens-file", str(tokens_file),
                          "--rate-limit", "create=2/3", "--rate-limit", "claim=100/100").start()
@@ -287,7 +287,7 @@ def test_rate_limits_answer_429_then_recover(tokens_file, command):
 
 
 def test_request_ids_are_echoed_or_made_and_logged(tokens_file, command):
-    store = StoreServer().start()
+    store = new_store().start()
     server = CodeqServer("--store-url", store.url, "--log-level", "debug", "--auth", "on",
                          "--tokens-file", str(tokens_file)).start()
     try:

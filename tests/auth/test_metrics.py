@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import CodeqServer, StoreServer, wait_until
+from tests.support import CodeqServer, new_store, wait_until
 
 from .conftest import static_token
 
@@ -29,7 +29,7 @@ def value(samples, name: str, **labels) -> float:
 
 
 def test_metrics_after_a_known_sequence_with_two_processes(tokens_file, command):
-    store = StoreServer().start()
+    store = new_store().start()
     server = CodeqServer("--store-url", store.url, "--workers", "2", "--log-level", "warning",
                          "--tick-interval", "0.05", "--auth", "on",
                          "--tokens-file", str(tokens_file)).start()

@@ -1,10 +1,10 @@
-"""Engine fixtures: engines on the session redis-server, upkeep loops off."""
+"""Engine fixtures: engines on the session's direct store, upkeep loops off."""
 
 from __future__ import annotations
 
 import pytest
 
-from codeq._core import Client
+from codeq._core import connect
 from codeq.config import Settings
 from codeq.engine import Engine, Notifier
 
@@ -19,7 +19,8 @@ async def make_engine(store_url, store):
 
     async def make(**overrides):
         settings = Settings(**{**FAST, **overrides})
-        engine = Engine(Client(store_url), Notifier(store_url), settings)
+        # connect: a Client, or a ClusterClient for a redis+cluster:// URL.
+        engine = Engine(connect(store_url), Notifier(store_url), settings)
         try:
             await engine.open(loops=False)
         except BaseException:

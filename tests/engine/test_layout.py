@@ -7,18 +7,17 @@ import json
 import pytest
 
 from codeq import keys
-from codeq._core import Client
+from codeq._core import connect
 from codeq.config import Settings
 from codeq.engine import Engine, Notifier
 from codeq.engine.queue import LayoutMismatch
 from codeq.schemas import CreateTask, request_decoders
 from tests.engine.conftest import TENANT
-from tests.support import STORE_KIND, journal_position
+from tests.support import NODE_KIND, command_calls, journal_position
 
 
 def calls(store, command: str) -> int:
-    stats = store.info("commandstats")
-    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+    return command_calls(store, command)
 
 
 def item(command: str, **fields) -> CreateTask:
@@ -81,7 +80,7 @@ async def test_changing_a_task_never_rewrites_its_payload(engine, store):
     for _ in range(5):
         await engine.heartbeat(TENANT, task.id, "w1", leased.leaseId, 60)
     await engine.nack(TENANT, task.id, "w1", leased.leaseId, 0)
-    if STORE_KIND == "redis":  # its journal is in bytes; KVRocks' WAL counts writes
+    if NODE_KIND == "redis":  # its journal is in bytes; KVRocks' WAL counts writes
         assert journal_position(store) - before < 20_000
 
 
@@ -92,7 +91,7 @@ async def test_changing_a_task_never_rewrites_its_payload(engine, store):
 async def test_a_store_of_another_layout_is_refused(store_url, store, found, refused):
     for key, (command, value) in found.items():
         store.execute_command(command, key, value)
-    engine = Engine(Client(store_url), Notifier(store_url), Settings())
+    engine = Engine(connect(store_url), Notifier(store_url), Settings())
     try:
         with pytest.raises(LayoutMismatch, match=refused):
             await engine.open(loops=False)

@@ -20,7 +20,14 @@ from codeq.errors import (
 )
 from codeq.schemas import CreateTask, request_decoders
 from tests.engine.conftest import TENANT
-from tests.support import journal_position, refusing_writes, snapshot
+from tests.support import (
+    command_calls,
+    journal_position,
+    kill_clients,
+    refusing_writes,
+    snapshot,
+)
+from tests.support import settled as store_settled
 
 
 async def create(engine, command="job", payload=b'{"n":1}', **kw):
@@ -38,7 +45,7 @@ async def claim_one(engine, commands=("job",), worker="w1", **kw):
 async def settled(engine):
     """Wait until the store has run every command the engine sent so far
     (hints are sent without waiting for them)."""
-    await engine.store.call(b"PING")
+    await store_settled(engine.store)
 
 
 async def test_create_stores_a_pending_task(engine):
@@ -415,14 +422,14 @@ async def test_long_poll_survives_a_lost_subscription(make_engine, store):
     producer_side = await make_engine()
     poll = asyncio.ensure_future(worker_side.claim(TENANT, ["job"], "w1", wait_seconds=10))
     await asyncio.sleep(0.2)
-    store.client_kill_filter(_type="pubsub")  # every process' subscriber drops
+    assert kill_clients(store, kind="pubsub")  # every process' subscriber drops
     task = await create(producer_side)  # published while nobody listens
     # The resubscribe wakes every poll to look again, so none waits it out.
     assert [t.id for t in await asyncio.wait_for(poll, 5)] == [task.id]
 
 
 def evalsha_calls(store) -> int:
-    return int(store.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+    return command_calls(store, "evalsha")
 
 
 async def poll_waits(store, command="job"):

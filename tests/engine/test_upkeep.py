@@ -9,6 +9,8 @@ from codeq import keys
 from codeq.engine import upkeep
 from codeq.engine.upkeep import Report
 from tests.engine.conftest import TENANT
+from tests.support import command_calls, kill_clients
+from tests.support import settled as store_settled
 
 
 def index_of(command: str) -> tuple[bytes, bytes, bytes]:
@@ -29,8 +31,9 @@ async def claim(engine, command="job", **kw):
 
 
 async def settled(engine):
-    """Wait until the store has run what the engine sent (hints are not awaited)."""
-    await engine.store.call(b"PING")
+    """Wait until the store has run every command the engine sent so far
+    (hints are sent without waiting for them)."""
+    await store_settled(engine.store)
 
 
 async def tick_until(engine, done, timeout=10.0) -> Report:
@@ -47,8 +50,7 @@ async def tick_until(engine, done, timeout=10.0) -> Report:
 
 def commands_run(store) -> int:
     """Commands the store ran, its own PINGs and INFOs left out."""
-    stats = store.info("commandstats")
-    return sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_ping", "cmdstat_info"))
+    return command_calls(store) - command_calls(store, "ping", "info")
 
 
 async def test_upkeep_visits_only_queues_with_due_work(engine, store):
@@ -184,8 +186,7 @@ async def test_a_reconnection_sweeps_for_hints_it_may_have_lost(make_engine, sto
     await settled(engine)
     due, _, _ = index_of("job")
     store.delete(due)  # the claim's hint went down with the connection...
-    ours = [c["id"] for c in store.client_list() if c["name"] == "codeq"]
-    store.client_kill_filter(_id=ours[0])  # ...which drops
+    assert kill_clients(store, "codeq")  # ...which drops
     queue = engine.queue(TENANT, "job")
     deadline = time.monotonic() + 10
     while store.llen(queue.ready_tier(0)) != 1:  # requeued once the lease ran out

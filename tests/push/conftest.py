@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import CodeqServer, StoreServer
+from tests.support import CodeqServer, new_store
 
 SECRET = "test-webhook-secret"
 # Quick retries and timeouts; loopback opened for the receivers.
@@ -20,7 +20,7 @@ PUSH_ARGS = ("--tick-interval", "0.05", "--log-level", "warning",
 
 @pytest.fixture(scope="module")
 def push_store():
-    server = StoreServer().start()
+    server = new_store().start()
     yield server
     server.cleanup()
 
@@ -43,7 +43,7 @@ def push_server(push_store):
 def serve():
     """Start codeq serve processes on a store of this test's own (no other
     process takes its callbacks); stopped after the test."""
-    store = StoreServer().start()
+    store = new_store().start()
     started = []
 
     def start(*args: str) -> CodeqServer:
@@ -61,7 +61,7 @@ def serve():
 @pytest.fixture(scope="module")
 def strict_server():
     """A codeq serve with the default outbound policy, on a store of its own."""
-    store = StoreServer().start()
+    store = new_store().start()
     server = CodeqServer("--store-url", store.url, "--tick-interval", "0.05",
                          "--log-level", "warning", "--callback-max-attempts", "1").start()
     yield server
