@@ -293,7 +293,8 @@ class ChaosRun:
             wait_until(lambda: replicas_synced(self.store), 30, interval=0.1,
                        what="every replica to sync")
             serve = ["--store-url", self.store.url, "--store-wait-replicas", "1"]
-        serve += ["--tick-interval", "0.1", "--backoff-policy", "fixed",
+        serve += ["--queue-shards", str(args.queue_shards),
+                  "--tick-interval", "0.1", "--backoff-policy", "fixed",
                   "--backoff-base-seconds", "0.2", "--log-level", args.server_log_level]
         for _ in range(args.servers):
             self.servers.append(CodeqServer(*serve))
@@ -807,7 +808,7 @@ def analyze(run: ChaosRun, tasks: dict[str, dict[str, Any]], dlq: set[str]) -> d
         "config": {"store": args.store, "seconds": args.seconds, "servers": args.servers,
                    "producers": args.producers, "rate": args.rate, "workers": args.workers,
                    "slots": args.slots, "lease": args.lease, "seed": args.seed,
-                   "maxAttempts": args.max_attempts},
+                   "maxAttempts": args.max_attempts, "queueShards": args.queue_shards},
         "faults": {k: fault_counts.get(k, 0) for k in KINDS},
         "faultLog": [f.__dict__ for f in run.faults],
         "tasks": {
@@ -938,6 +939,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=3, help="worker processes")
     parser.add_argument("--slots", type=int, default=4, help="claim loops per worker process")
     parser.add_argument("--lease", type=float, default=3.0, help="leaseSeconds of each claim")
+    parser.add_argument("--queue-shards", type=int, default=1,
+                        help="codeq serve --queue-shards (on a cluster, 3 puts a shard of the "
+                        "queue on every master)")
     parser.add_argument("--wait", type=float, default=2.0, help="waitSeconds of each claim")
     parser.add_argument("--work-min", type=float, default=0.005, help="shortest work, seconds")
     parser.add_argument("--work-max", type=float, default=0.05, help="longest work, seconds")
