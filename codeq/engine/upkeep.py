@@ -31,6 +31,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 from codeq import keys
+from codeq.errors import StoreUnavailable
 
 if TYPE_CHECKING:
     from codeq.engine.queue import Engine
@@ -88,7 +89,9 @@ class Upkeep:
         for member, (tenant, name), reply in zip(members, queues, replies, strict=True):
             if isinstance(reply, BaseException):
                 # Left to its lease, and taken again when it ends; the others go on.
-                log.error("upkeep of %s/%s failed: %s", tenant, name, reply)
+                # A store (or cluster node) away is expected now and then: a warning.
+                level = logging.WARNING if isinstance(reply, StoreUnavailable) else logging.ERROR
+                log.log(level, "upkeep of %s/%s failed: %s", tenant, name, reply)
                 continue
             promoted, requeued, dead, removed, next_at, empty = reply[:6]
             report += Report(1, promoted, requeued, dead, removed)
