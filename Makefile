@@ -15,7 +15,7 @@ PY        := $(VENV)/bin/python
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS      ?=
 
-.PHONY: run test lint wheel bench bench-ci deps system-deps clean
+.PHONY: run test lint wheel bench bench-ci screenshots deps system-deps clean
 
 run: deps
 	$(VENV)/bin/codeq serve $(ARGS)
@@ -66,14 +66,22 @@ bench-ci: deps
 	@echo "== pytest-benchmark JSON (.benchmarks/ci.json)"
 	@cat .benchmarks/ci.json
 
+# The dashboard's screenshots in the README (docs/*.png): scripted tasks on a
+# codeq serve of its own, in the headless Chromium the tests drive.
+screenshots: deps
+	$(PY) -m tests.ui.screenshots docs
+
 deps: system-deps $(VENV)/.installed
 
-# Debian/Ubuntu packages: the store, what building the extension needs, and
-# curl (the README's walk-through is run by a test).
+# Debian/Ubuntu packages: the store, what building the extension needs,
+# curl (the README's walk-through is run by a test), and Chromium with its
+# driver (the dashboard's tests run in it).
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	command -v cc >/dev/null 2>&1 || missing="$$missing build-essential"; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	$(PYTHON) -c 'import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' >/dev/null 2>&1 || missing="$$missing python3-dev"; \

@@ -82,6 +82,8 @@ class Settings:
                                        "create, claim, result, admin and RATE per second "
                                        "(e.g. create=5/10; repeat the flag, or separate with "
                                        "commas); none by default")
+    ui: str = _opt("on", "serve the web dashboard at /ui/ (on; with auth on it asks for a "
+                   "token with codeq:admin), or not (off: /ui/ is 404)", ("on", "off"))
     public_url: str = _opt("", "base URL clients reach this service at, for the claimUrl of "
                            "availability webhooks; empty: http://<host>:<port>")
     webhook_secret: str = _opt("", "key of the HMAC-SHA256 signature on every outbound POST "

@@ -13,6 +13,7 @@ from typing import Any
 import falcon
 import falcon.asgi
 
+from codeq import ui
 from codeq.api import admin, claims, health, openapi, results, subscriptions, tasks
 from codeq.api.common import Context, send
 from codeq.api.requests import response_hook
@@ -147,6 +148,8 @@ def create_app(engine: Engine, settings: Settings) -> Service:
     route(f"{PREFIX}/workers/subscriptions/{{id}}", subscriptions.OneSubscription(ctx))
     route(f"{PREFIX}/workers/subscriptions/{{id}}/heartbeat",
                   subscriptions.SubscriptionHeartbeat(ctx))
+    if settings.ui == "on":
+        ui.mount(app, route, ctx, counting)
 
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(CodeqError, _codeq_error)

@@ -19,7 +19,8 @@ UNKNOWN = "00000000-0000-4000-8000-000000000000"
 def isolated():
     """A store and codeq serve of their own, so nothing else changes the store meanwhile."""
     store = new_store().start()
-    server = CodeqServer("--store-url", store.url, *SERVE_ARGS).start()
+    # --ui off: the dashboard's throughput series would record the create meanwhile.
+    server = CodeqServer("--store-url", store.url, *SERVE_ARGS, "--ui", "off").start()
     view = store.client()
     with httpx.Client(base_url=server.base, timeout=30) as api:
         created = api.post(f"{V1}/tasks", json={"command": "bad.input", "payload": {}})
