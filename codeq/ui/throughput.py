@@ -28,6 +28,7 @@ from codeq.errors import StoreUnavailable
 from codeq.metrics.prom import Counting, Counts
 
 log = logging.getLogger("codeq.ui")
+SHUTDOWN_FLUSH_SECONDS = 1.0
 
 
 def totals(counts: Counts) -> dict[str, list[float]]:
@@ -72,7 +73,10 @@ class Recorder:
             self.loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.loop
-        await self.flush(int(time.time()))
+        # The last counts, unless the store is slow to take them: that must
+        # not hold up the shutdown.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.flush(int(time.time())), SHUTDOWN_FLUSH_SECONDS)
 
     async def _every_second(self) -> None:
         while True:
