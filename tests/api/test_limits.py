@@ -312,7 +312,8 @@ def held_request(port: int) -> socket.socket:
 def refused(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
+        # Reset: it reached the backlog of a listener closing that moment.
         return True
     return False
 
