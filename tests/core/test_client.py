@@ -9,7 +9,10 @@ import pytest
 
 from codeq._core import Client, ReplyError, Script
 from codeq.errors import StoreUnavailable
-from tests.support import STORE_KIND, StoreServer
+from tests.support import STORE_KIND, StoreServer, not_on_cluster
+
+pytestmark = not_on_cluster("the single-node Client against one store process "
+                            "(tests/cluster/test_client.py tests the ClusterClient)")
 
 
 @pytest.fixture

@@ -399,6 +399,7 @@ async def test_foreign_messages_on_the_events_channel_are_ignored(make_engine, s
 
 async def test_store_refusing_writes_is_unavailable_and_changes_nothing(engine, store):
     await create(engine)  # registers the queue, so the refused create adds no key
+    await settled(engine)  # its hints too (on a cluster, on other masters' connections)
     before = snapshot(store)
     with refusing_writes(store) as refusal, pytest.raises(StoreUnavailable, match=refusal):
         await engine.create(TENANT, "job", b"{}")
@@ -411,6 +412,7 @@ async def test_idle_upkeep_writes_nothing(engine, store):
     await create(engine)
     await create(engine, delay_seconds=60)
     await engine.tick()
+    await settled(engine)  # the creates' hints too (on a cluster, on other masters)
     before = journal_position(store), snapshot(store)
     for _ in range(5):
         assert await engine.tick() == Report()
