@@ -13,10 +13,16 @@ import httpx
 import pytest
 
 from codeq.keys import QueueKeys
-from tests.cluster.conftest import CLUSTER_ARGS, TENANT, V1, WORKER, create, slot_of
-from tests.support import ClusterStore, CodeqServer, wait_until
-
-COMMAND = "failover.job"
+from tests.cluster.conftest import (
+    CLUSTER_ARGS,
+    TENANT,
+    V1,
+    WORKER,
+    commands_by_master,
+    create,
+    slot_of,
+)
+from tests.support import ClusterStore, CodeqServer, StoreServer, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +40,18 @@ def server(two_replicas):
     codeq.stop()
 
 
+def subscribed_on(cluster: ClusterStore) -> StoreServer | None:
+    """The node codeq serve's events subscription is connected to, if any."""
+    for node in cluster.live():
+        client = node.client()
+        try:
+            if any(c["name"] == "codeq-events" for c in client.client_list()):
+                return node
+        finally:
+            client.close()
+    return None
+
+
 def role(node) -> str:
     client = node.client()
     try:
@@ -45,20 +63,24 @@ def role(node) -> str:
 def test_a_killed_master_is_503_then_served_by_its_promoted_replica(two_replicas: ClusterStore,
                                                                     server: CodeqServer):
     cluster = two_replicas
-    slot = slot_of(COMMAND)
-    victim = cluster.master_of(slot)
+    # The victim serves the queue and holds the long polls' subscription too
+    # (codeQ subscribes on its first seed, a master).
+    victim = wait_until(lambda: subscribed_on(cluster), what="codeQ's events subscription")
+    assert victim in cluster.masters()
+    [command] = commands_by_master(cluster, "failover", per_master=1)[victim.port]
+    slot = slot_of(command)
     heirs = cluster.replicas_of(victim)
     assert len(heirs) == 2
     pid = server.proc.pid
     with httpx.Client(base_url=server.base, timeout=30) as api:
-        acked = [create(api, COMMAND, {"n": n})["id"] for n in range(200)]
+        acked = [create(api, command, {"n": n})["id"] for n in range(200)]
 
         victim.kill()
         # At once, before any failover can start (node timeout 1 s): every
         # operation on the queue is refused as unavailable, none fails otherwise.
-        assert api.post(f"{V1}/tasks", json={"command": COMMAND, "payload": 1}).status_code == 503
+        assert api.post(f"{V1}/tasks", json={"command": command, "payload": 1}).status_code == 503
         assert api.get(f"{V1}/tasks/{acked[0]}").status_code == 503
-        claim = api.post(f"{V1}/tasks/claim", headers=WORKER, json={"commands": [COMMAND]})
+        claim = api.post(f"{V1}/tasks/claim", headers=WORKER, json={"commands": [command]})
         assert claim.status_code == 503, claim.text
         assert claim.json()["code"] == "STORE_UNAVAILABLE"
 
@@ -67,7 +89,7 @@ def test_a_killed_master_is_503_then_served_by_its_promoted_replica(two_replicas
         seen: Counter[int] = Counter()
 
         def created() -> bool:
-            resp = api.post(f"{V1}/tasks", json={"command": COMMAND, "payload": "after"})
+            resp = api.post(f"{V1}/tasks", json={"command": command, "payload": "after"})
             seen[resp.status_code] += 1
             if resp.status_code == 202:
                 acked.append(resp.json()["id"])
@@ -85,7 +107,7 @@ def test_a_killed_master_is_503_then_served_by_its_promoted_replica(two_replicas
         claimed: list[str] = []
         while True:
             resp = api.post(f"{V1}/tasks/claim/batch", headers=WORKER,
-                            json={"commands": [COMMAND], "count": 100})
+                            json={"commands": [command], "count": 100})
             if resp.status_code == 204:
                 break
             assert resp.status_code == 200, resp.text
@@ -97,21 +119,22 @@ def test_a_killed_master_is_503_then_served_by_its_promoted_replica(two_replicas
             claimed += [t["id"] for t in tasks]
         assert sorted(claimed) == sorted(acked)
 
-        # Long polls are still woken: the events subscription found a live node.
+        # Long polls are still woken: the events subscription moved to a live node.
+        assert wait_until(lambda: subscribed_on(cluster), what="a new subscription") is not victim
         view = cluster.client()
         got = {}
 
         def poll() -> None:
             with httpx.Client(base_url=server.base, timeout=40) as own:
                 resp = own.post(f"{V1}/tasks/claim", headers=WORKER,
-                                json={"commands": [COMMAND], "waitSeconds": 20})
+                                json={"commands": [command], "waitSeconds": 20})
                 got["status"], got["at"] = resp.status_code, time.monotonic()
 
         poller = threading.Thread(target=poll)
         poller.start()
-        wait_until(lambda: view.exists(QueueKeys(TENANT, COMMAND).waiting), 10, 0.01,
+        wait_until(lambda: view.exists(QueueKeys(TENANT, command).waiting), 10, 0.01,
                    "the poll to wait")
-        create(api, COMMAND)
+        create(api, command)
         made_at = time.monotonic()
         poller.join(30)
         view.close()
@@ -122,6 +145,6 @@ def test_a_killed_master_is_503_then_served_by_its_promoted_replica(two_replicas
         wait_until(cluster.healthy, 30, 0.1, "the old master to rejoin")
         assert role(victim) == "slave"
         assert cluster.master_of(slot) in heirs
-        create(api, COMMAND)
+        create(api, command)
     assert "Traceback" not in server.log(), server.log()
     print(f"creates answered again {recovered_in:.2f} s after the promotion: {dict(seen)}")
