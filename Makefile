@@ -71,7 +71,7 @@ bench: deps
 .PHONY: chaos
 chaos: deps
 	$(PY) bench/chaos.py --store single --seconds 60
-	$(PY) bench/chaos.py --store cluster --seconds 60
+	$(PY) bench/chaos.py --store cluster --seconds 60 --queue-shards 3
 
 # The reduced run CI makes: the O(1) guard at depths 1,000 and 100,000, and a
 # short HTTP full cycle; the pytest-benchmark JSON is printed into the log.

@@ -478,13 +478,15 @@ cdef class Client:
 # -- cluster -------------------------------------------------------------------
 
 DEF SLOTS = 16384
-# MOVED/ASK redirects one command may follow (a map being rewritten settles
-# in one or two).
+# MOVED redirects one command may follow (a map being rewritten settles in
+# one or two).
 DEF MAX_REDIRECTS = 5
-# Seconds a command keeps retrying TRYAGAIN (its slot is being migrated and
-# its keys are split between two nodes) before the caller gets
-# StoreUnavailable; a slot of a few hundred keys moves in milliseconds.
-DEF TRYAGAIN_SECONDS = 2.0
+# Seconds a command keeps following ASK and retrying TRYAGAIN while its slot
+# is being migrated, before the caller gets StoreUnavailable. A script names
+# keys that may not exist yet (empty priority tiers), so Redis answers it
+# TRYAGAIN until the whole slot has moved; a slot of a few hundred keys
+# moves in milliseconds.
+DEF MIGRATING_SECONDS = 2.0
 # Seconds between slot map refreshes while every node answers; while a node
 # of the map is unreachable (a failover under way), every REFRESH_DOWN.
 DEF REFRESH_IDLE = 10.0
@@ -609,13 +611,14 @@ cdef class _Call:
         outer.set_exception(exc)
 
     cdef bint _may_retry(self, str text):
-        if text.startswith("TRYAGAIN"):
-            now = time.monotonic()
-            if not self.retry_until:
-                self.retry_until = now + TRYAGAIN_SECONDS
-            return now < self.retry_until
-        self.redirects += 1
-        return self.redirects <= MAX_REDIRECTS
+        if text.startswith("MOVED"):
+            self.redirects += 1
+            return self.redirects <= MAX_REDIRECTS
+        # ASK and TRYAGAIN alternate while the slot moves: bounded in time.
+        now = time.monotonic()
+        if not self.retry_until:
+            self.retry_until = now + MIGRATING_SECONDS
+        return now < self.retry_until
 
     def fail(self, exc):
         if not self.outer.done():
@@ -803,7 +806,7 @@ cdef class ClusterClient:
         cdef Client node
         try:
             if text.startswith("TRYAGAIN"):
-                await asyncio.sleep(0.01 * call.redirects + 0.01)
+                await asyncio.sleep(0.02)  # the move usually ends within a few
                 node = self._node_of(call.key)
             else:
                 kind, slot, addr = text.split()[:3]
