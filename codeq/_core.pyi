@@ -21,7 +21,13 @@ class Script:
     source: bytes
     sha: bytes
     numkeys: int
-    def __init__(self, name: str, source: str | bytes, numkeys: int) -> None: ...
+    writes: bool
+    def __init__(self, name: str, source: str | bytes, numkeys: int,
+                 writes: bool = True) -> None: ...
+
+class ReplicationUnconfirmed(StoreUnavailable):
+    reply: Any
+    def __init__(self, message: str, reply: Any) -> None: ...
 
 class _Protocol:
     def __init__(self, loop: asyncio.AbstractEventLoop,

@@ -18,6 +18,7 @@ cdef extern from "Python.h":
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections import deque
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -26,10 +27,23 @@ import hiredis
 
 from codeq.errors import StoreUnavailable
 
-__all__ = ["Client", "ClusterClient", "ClusterSubscriber", "ReplyError", "Script", "Store",
-           "StoreUnavailable", "connect", "encode_command", "key_slot", "parse_url"]
+__all__ = ["Client", "ClusterClient", "ClusterSubscriber", "ReplicationUnconfirmed", "ReplyError",
+           "Script", "Store", "StoreUnavailable", "connect", "encode_command", "key_slot",
+           "parse_url"]
 
 ReplyError = hiredis.ReplyError
+
+
+class ReplicationUnconfirmed(StoreUnavailable):
+    """A script ran, but its replicas did not confirm it in time (WAIT).
+
+    ``reply`` is what the script answered: a caller that took something
+    (a claim) can give it back.
+    """
+
+    def __init__(self, message, reply):
+        super().__init__(message)
+        self.reply = reply
 
 # The longest a command may wait for its reply before the connection is
 # declared dead and every caller gets StoreUnavailable (a hung store must not
@@ -161,13 +175,14 @@ def _consume(fut):
 class Script:
     """A Lua script known by its SHA1, loaded once and called by EVALSHA."""
 
-    __slots__ = ("name", "source", "sha", "numkeys")
+    __slots__ = ("name", "source", "sha", "numkeys", "writes")
 
-    def __init__(self, name, source, numkeys):
+    def __init__(self, name, source, numkeys, writes=True):
         self.name = name
         self.source = source.encode() if isinstance(source, str) else source
         self.sha = hashlib.sha1(self.source).hexdigest().encode()
         self.numkeys = numkeys
+        self.writes = writes  # whether a cluster client waits for replicas after it
 
     def __repr__(self):
         return f"Script({self.name!r}, keys={self.numkeys})"
@@ -571,14 +586,16 @@ cdef class _Call:
     cdef readonly tuple args
     cdef readonly object key
     cdef readonly object outer
+    cdef public Client node  # the node it was last sent to
     cdef int redirects
     cdef double retry_until
 
-    def __cinit__(self, ClusterClient cluster, tuple args, key, outer):
+    def __cinit__(self, ClusterClient cluster, tuple args, key, outer, Client node):
         self.cluster = cluster
         self.args = args
         self.key = key
         self.outer = outer
+        self.node = node
         self.redirects = 0
         self.retry_until = 0.0
 
@@ -599,7 +616,7 @@ cdef class _Call:
             text = str(exc)
             if text.startswith(("MOVED ", "ASK ", "TRYAGAIN")):
                 if self._may_retry(text):
-                    asyncio.ensure_future(self.cluster._redirect(self, text))
+                    self.cluster._follow(self, text)
                     return
                 exc = StoreUnavailable(f"store kept redirecting a command: {text}")
             elif text.startswith(("CLUSTERDOWN", "READONLY", "LOADING", "MASTERDOWN")):
@@ -659,6 +676,8 @@ cdef class ClusterClient:
     cdef object task
     cdef object ready
     cdef dict waits          # Client -> WAIT future of this loop turn
+    cdef set redirecting     # tasks following redirects
+    cdef dict redirected     # "host:port" -> when a redirect last named it
     cdef bint closing
     cdef readonly int refreshes
 
@@ -686,6 +705,8 @@ cdef class ClusterClient:
         self.task = None
         self.ready = None
         self.waits = {}
+        self.redirecting = set()
+        self.redirected = {}
         self.closing = False
         self.refreshes = 0
 
@@ -758,15 +779,18 @@ cdef class ClusterClient:
 
     cpdef object execute_on(self, object key, tuple args):
         """Queue a command for the master of ``key``'s slot (None: any node)."""
+        return self._submit(key, args).outer
+
+    cdef _Call _submit(self, object key, tuple args):
         cdef Client node = self._node_of(key)
         try:
             inner = node.execute(args)
         except StoreUnavailable:
             self.want_refresh()
             raise
-        outer = self.loop.create_future()
-        inner.add_done_callback(_Call(self, args, key, outer).on_reply)
-        return outer
+        call = _Call(self, args, key, self.loop.create_future(), node)
+        inner.add_done_callback(call.on_reply)
+        return call
 
     async def call(self, *args):
         return await self.execute(args)
@@ -776,19 +800,21 @@ cdef class ClusterClient:
         there again if that node lost it."""
         key = keys[0] if keys else None
         cmd = (b"EVALSHA", script.sha, len(keys)) + keys + args
+        call = self._submit(key, cmd)
         try:
-            reply = await self.execute_on(key, cmd)
+            reply = await call.outer
         except ReplyError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
             await self.execute_on(key, (b"SCRIPT", b"LOAD", script.source))
-            reply = await self.execute_on(key, cmd)
-        if self.wait_replicas:
-            await self._replicated(key)
+            call = self._submit(key, cmd)
+            reply = await call.outer
+        if self.wait_replicas and script.writes:
+            await self._replicated(call.node, reply)
         return reply
 
-    async def _replicated(self, key):
-        cdef Client node = self._node_of(key)
+    async def _replicated(self, Client node, reply):
+        # The node that ran the script (after an ASK, not the slot's master).
         fut = self.waits.get(node)
         if fut is None:
             # WAIT covers every write sent before it on the connection: one
@@ -798,9 +824,15 @@ cdef class ClusterClient:
             self.loop.call_soon(self.waits.pop, node, None)
         acked = await asyncio.shield(fut)
         if acked < self.wait_replicas:
-            raise StoreUnavailable(f"store did not confirm the change on {self.wait_replicas} "
-                                   f"replica(s) within {self.wait_timeout_ms} ms "
-                                   f"({acked} did)")
+            raise ReplicationUnconfirmed(
+                f"store did not confirm the change on {self.wait_replicas} replica(s) within "
+                f"{self.wait_timeout_ms} ms ({acked} did)", reply)
+
+    def _follow(self, _Call call, str text):
+        # Kept until done: the loop holds only weak references to tasks.
+        task = asyncio.ensure_future(self._redirect(call, text))
+        self.redirecting.add(task)
+        task.add_done_callback(self.redirecting.discard)
 
     async def _redirect(self, _Call call, str text):
         cdef Client node
@@ -816,6 +848,7 @@ cdef class ClusterClient:
                     self.want_refresh()
                 else:
                     node.execute((b"ASKING",)).add_done_callback(_consume)
+            call.node = node
             node.execute(call.args).add_done_callback(call.on_reply)
         except Exception as exc:
             call.fail(exc if isinstance(exc, StoreUnavailable) else
@@ -823,6 +856,7 @@ cdef class ClusterClient:
 
     async def _node_at(self, str addr):
         cdef Client node = self.nodes.get(addr)
+        self.redirected[addr] = time.monotonic()  # kept a while, though it serves no slot yet
         if node is None:
             node = self._add(addr)
         if not node.is_connected and not await node.wait_connected(self.command_timeout / 2):
@@ -841,7 +875,10 @@ cdef class ClusterClient:
         if s["password"]:
             auth = (quote(s["username"], safe="") if s["username"] else "") + ":" + \
                 quote(s["password"], safe="") + "@"
-        return f"redis://{auth}{addr}"
+        host, _, port = addr.rpartition(":")
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"  # an IPv6 address
+        return f"redis://{auth}{host}:{port}"
 
     def subscriber(self, channel, on_push, on_connect=None, double command_timeout=5.0):
         """Return a subscription to ``channel`` that hears every node's PUBLISH."""
@@ -871,6 +908,11 @@ cdef class ClusterClient:
                 self.last_error = exc
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+                continue
+            except Exception as exc:  # a reply not understood: keep trying, say so
+                self.last_error = StoreUnavailable(f"cluster map not understood: {exc!r}")
+                logging.getLogger("codeq.store").exception("reading the cluster map failed")
+                await asyncio.sleep(1.0)
                 continue
             delay = 0.05
             self.refreshed.clear()
@@ -913,9 +955,12 @@ cdef class ClusterClient:
         self.slots = slots
         self.refreshes += 1
         serving = set(slots)
+        now = time.monotonic()
         for addr, node in list(self.nodes.items()):
-            if node not in serving:
+            # A node a redirect named lately may be taking slots (a scale-out).
+            if node not in serving and now - self.redirected.get(addr, 0.0) > 30.0:
                 del self.nodes[addr]
+                self.redirected.pop(addr, None)
                 self.loop.create_task(node.close())
         self.last_error = None
         if not self.ready.done():
@@ -926,9 +971,10 @@ class ClusterSubscriber:
     """A channel subscription that hears every PUBLISH of a cluster.
 
     Redis Cluster passes each PUBLISH to every node: one subscribed
-    connection, to any node (the seeds in turn), hears them all. A clustered
-    KVRocks does not: there one subscribed connection per master is kept,
-    in step with the slot map. Same surface as a subscribed ``Client``.
+    connection, to a master of the slot map (another once it has been down
+    2 s), hears them all. A clustered KVRocks does not: there one subscribed
+    connection per master is kept, in step with the map. Same surface as a
+    subscribed ``Client``.
     """
 
     def __init__(self, ClusterClient cluster, channel, on_push, on_connect=None,
@@ -981,22 +1027,35 @@ class ClusterSubscriber:
                 break
             except (StoreUnavailable, ReplyError, asyncio.TimeoutError):
                 await asyncio.sleep(0.5)
-        if b"kvrocks_version" not in info:
-            client = Client(cluster.url, **self.options)
-            self.clients[cluster.url] = client
-            client.start()
-            self.known.set_result(True)
-            return
+        every_node_hears_all = b"kvrocks_version" not in info
+        down_since = {}
+        turn = 0
         while True:
-            masters = set(cluster.masters())
-            for addr in masters - set(self.clients):
+            masters = cluster.masters()
+            now = time.monotonic()
+            for addr, client in self.clients.items():
+                if client.is_connected:
+                    down_since.pop(addr, None)
+                else:
+                    down_since.setdefault(addr, now)
+            if not every_node_hears_all:
+                wanted = set(masters)
+            else:
+                # One connection; moved to another master once down a while.
+                wanted = set(self.clients)
+                stale = any(now - t > 2.0 for t in down_since.values())
+                if masters and (not wanted or stale):
+                    turn += 1
+                    wanted = {masters[turn % len(masters)]}
+            for addr in wanted - set(self.clients):
                 self.clients[addr] = Client(cluster.node_url(addr), **self.options)
                 self.clients[addr].start()
-            for addr in set(self.clients) - masters:
+            for addr in set(self.clients) - wanted:
+                down_since.pop(addr, None)
                 await self.clients.pop(addr).close()
             if not self.known.done():
                 self.known.set_result(True)
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.5)
 
 
 Store = Client | ClusterClient  # what the engine is given

@@ -62,8 +62,10 @@ import zlib
 
 PRIORITY_MIN = 0
 PRIORITY_MAX = 9
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
-TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
+# "$(?!\n)": Python's $ also matches before a final newline (JSON Schema's,
+# in the OpenAPI document, does not); the lookahead refuses it in both.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$(?!\n)"
+TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$(?!\n)"
 
 TENANTS = b"codeq:tenants"
 EVENTS_CHANNEL = b"codeq:events"

@@ -27,7 +27,8 @@ MAX_ATTEMPTS_LIMIT = 1000
 MAX_COMMANDS_PER_CLAIM = 64
 MAX_BATCH = 100
 
-UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+UUID_PATTERN = (r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+                r"$(?!\n)")  # no final newline: see keys.NAME_PATTERN
 CommandName = Annotated[str, Meta(pattern=NAME_PATTERN, description="command (event type)")]
 LeaseId = Annotated[str, Meta(min_length=1, max_length=128)]
 Seconds = Annotated[float, Meta(ge=0, le=MAX_DELAY_SECONDS)]
@@ -46,7 +47,7 @@ class CreateTask(Body):
     payload: Raw
     priority: int = 0
     maxAttempts: Annotated[int, Meta(ge=1, le=MAX_ATTEMPTS_LIMIT)] | None = None
-    webhook: Annotated[str, Meta(pattern=r"^https?://\S+$", max_length=2048)] | None = None
+    webhook: Annotated[str, Meta(pattern=r"^https?://\S+$(?!\n)", max_length=2048)] | None = None
     idempotencyKey: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
     runAt: Annotated[datetime, Meta(tz=True)] | None = None
     delaySeconds: Seconds | None = None

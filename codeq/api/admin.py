@@ -51,7 +51,7 @@ def cursor_param(raw: str | None) -> tuple[int, str] | None:
     if raw is None:
         return None
     score, _, task_id = raw.partition(":")
-    if not score.isdigit() or not re.match(UUID_PATTERN, task_id):
+    if not re.fullmatch(r"[0-9]{1,15}", score) or not re.match(UUID_PATTERN, task_id):
         raise BadRequest("cursor must be a nextCursor this endpoint returned", field="cursor")
     return int(score), task_id
 
@@ -65,7 +65,7 @@ def _limit(req: falcon.asgi.Request) -> int:
     raw = req.get_param("limit")
     if raw is None:
         return DEFAULT_PAGE
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    if not re.fullmatch(r"[0-9]{1,4}", raw) or not 1 <= int(raw) <= MAX_PAGE:
         raise BadRequest(f"limit must be 1 to {MAX_PAGE}", field="limit")
     return int(raw)
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _FIELD = re.compile(r"(?:at `\$\.|required field `)(\w+)")
-_WORKER_ID = re.compile(r"^[\x21-\x7e]{1,256}$")
+_WORKER_ID = re.compile(r"^[\x21-\x7e]{1,256}$(?!\n)")  # no final newline (see keys.py)
 BATCHES = (CreateBatch, ResultBatch)
 
 

@@ -97,21 +97,36 @@ class Admin:
         """The members of one zset of the command's queues (``dlq`` or
         ``inflight``), lowest score first, after ``cursor``, merged over its
         shards: (score, id, shard), and the cursor of the next page."""
-        start = b"-inf" if cursor is None else cursor[0]
         shards = self._shards(tenant, command)
-        # Ties on the score are ordered by id: skip those up to the cursor's.
-        raws = await asyncio.gather(*(
-            self.engine._cmd(b"ZRANGEBYSCORE", getattr(q, zset), start, b"+inf", b"WITHSCORES",
-                             b"LIMIT", 0, limit + MAX_PAGE if cursor else limit)
-            for q in shards))
-        found = sorted((int(float(raw[i + 1])), raw[i].decode(), q)
-                       for q, raw in zip(shards, raws, strict=True)
-                       for i in range(0, len(raw), 2))
-        if cursor is not None:
-            found = [f for f in found if f[:2] > (cursor[0], cursor[1])]
-        found = found[:limit]
+        pages = await asyncio.gather(*(self._after(getattr(q, zset), limit, cursor)
+                                       for q in shards))
+        found = sorted((score, task_id, q) for q, page in zip(shards, pages, strict=True)
+                       for score, task_id in page)[:limit]
         after = (found[-1][0], found[-1][1]) if len(found) == limit else None
         return found, after
+
+    async def _after(self, zset: bytes, limit: int, cursor: tuple[int, str] | None,
+                     ) -> list[tuple[int, str]]:
+        """Up to ``limit`` (score, id) of a zset after ``cursor``, in its order
+        (ties on the score by id). O(limit), plus O(ties) at the cursor's score."""
+        cmd = self.engine._cmd
+        if cursor is None:
+            return _pairs(await cmd(b"ZRANGEBYSCORE", zset, b"-inf", b"+inf", b"WITHSCORES",
+                                    b"LIMIT", 0, limit))
+        score, last = cursor
+        out: list[tuple[int, str]] = []
+        offset = 0
+        while len(out) < limit:  # the members tied with the cursor, past its id
+            tied = _pairs(await cmd(b"ZRANGEBYSCORE", zset, score, score, b"WITHSCORES",
+                                    b"LIMIT", offset, MAX_PAGE))
+            out += [pair for pair in tied if pair[1] > last]
+            if len(tied) < MAX_PAGE:
+                break
+            offset += MAX_PAGE
+        if len(out) < limit:
+            out += _pairs(await cmd(b"ZRANGEBYSCORE", zset, f"({score}", b"+inf", b"WITHSCORES",
+                                    b"LIMIT", 0, limit - len(out)))
+        return out[:limit]
 
     async def task(self, tenant: str, task_id: str,
                    ) -> tuple[Task, Result | None, datetime | None]:
@@ -203,3 +218,8 @@ class Admin:
                 if name in series and 0 <= at <= last - first:
                     series[name][at] += int(raw[i + 1])
         return series
+
+
+def _pairs(raw: list[bytes]) -> list[tuple[int, str]]:
+    """(score, id) pairs of a WITHSCORES reply."""
+    return [(int(float(raw[i + 1])), raw[i].decode()) for i in range(0, len(raw), 2)]

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from codeq import ids, keys
-from codeq._core import ReplyError, Store
+from codeq._core import ReplicationUnconfirmed, ReplyError, Store
 from codeq.config import Settings, redact
 from codeq.engine import scripts
 from codeq.engine.admin import Admin
@@ -94,6 +94,21 @@ def _discard(fut: asyncio.Future) -> None:
         fut.cancel()
 
 
+def _claimed(q: QueueKeys, reply: list[Any]) -> list[Task]:
+    """The tasks a claim script's reply holds."""
+    return [task_of(reply[i].decode(), q.command, q.tenant, reply[i + 2], reply[i + 1])
+            for i in range(1, len(reply), 3)]
+
+
+def _raise_if_all_failed(outcomes: Sequence[object]) -> None:
+    """Raise the first failure if every outcome is one (some may stand in for
+    queues whose store node is away)."""
+    if outcomes and all(isinstance(o, BaseException) for o in outcomes):
+        first = outcomes[0]
+        assert isinstance(first, BaseException)
+        raise first
+
+
 def _clamp(priority: int) -> int:
     return min(max(priority, PRIORITY_MIN), PRIORITY_MAX)
 
@@ -118,6 +133,11 @@ class Engine:
         self._loops: list[asyncio.Task[None]] = []
         self._resweep: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._late_check: asyncio.Task[None] | None = None
+        # Creates and claims wait for the store's layout to be checked: a
+        # process of another layout or shard count must not write to it.
+        self.checked = False
+        self.refused: str | None = None  # why the store was refused, once checked
         self.draining = False
         # Called with (tenant, queue name) when a queue's outbox has callbacks
         # due; set by the dispatcher of this process (codeq.push).
@@ -251,6 +271,7 @@ class Engine:
                      idempotency_key: str | None = None, run_at: datetime | None = None,
                      delay_seconds: float | None = None) -> tuple[Task, bool]:
         """Create a task; return it and whether it is new (idempotency)."""
+        self._check_writable()
         q = self.queue(tenant, self._shard_for(command, idempotency_key))
         priority = _clamp(priority)
         task_id = ids.task_id(await self._number(tenant, q.name))
@@ -263,6 +284,8 @@ class Engine:
              "" if run_at is None else int(run_at.timestamp() * 1000),
              _ms(delay_seconds or 0), keys.EVENTS_CHANNEL, tenant, command))
         self.available(tenant, command, reply[0])
+        if reply[3]:
+            await self.registry.created(tenant, command)
         return self._created(q, payload, *reply[1:5])
 
     def _created(self, q: QueueKeys, payload: bytes, task_id: bytes, raw: bytes,
@@ -271,7 +294,6 @@ class Engine:
         task = task_of(task_id.decode(), q.command, q.tenant, payload, raw)
         if created:
             self.observer.created(q.tenant, q.command, 1)
-            self.registry.created(q.tenant, q.command)
             if task.visibleAt is not None and task.visibleAt > task.createdAt:
                 self.hint(q.tenant, q.name, _ms_of(task.visibleAt))
         return task, bool(created)
@@ -279,6 +301,7 @@ class Engine:
     async def create_many(self, tenant: str, items: Sequence[CreateTask],
                           ) -> list[tuple[Task, bool]]:
         """Create tasks, one script call per queue; results in the items' order."""
+        self._check_writable()
         by_queue: dict[str, list[int]] = defaultdict(list)
         for i, item in enumerate(items):
             by_queue[self._shard_for(item.command, item.idempotencyKey)].append(i)
@@ -305,6 +328,8 @@ class Engine:
         reply = await self._run("create_batch", (*q.ready, q.tiers, q.delayed, q.tasks,
                                                  q.payloads, q.idem, q.waiting), tuple(args))
         self.available(tenant, command, reply[0])
+        if any(reply[3 + 4 * n] for n in range(len(items))):
+            await self.registry.created(tenant, command)
         for n, (i, payload) in enumerate(zip(where, payloads, strict=True)):
             out[i] = self._created(q, payload, *reply[1 + 4 * n:5 + 4 * n])
 
@@ -360,6 +385,7 @@ class Engine:
         left): a task claimed then would sit out its lease unworked, so one
         claimed as the caller left is given back.
         """
+        self._check_writable()
         commands = list(dict.fromkeys(commands))
         lease_ms = _ms(lease_seconds or self.settings.default_lease_seconds)
         # Stop waiting a little early, so the last look answers in time.
@@ -437,16 +463,36 @@ class Engine:
         """Look at every queue in one pipelined round trip (marking the empty
         ones long-polled), then claim from the most urgent first, and only
         from queues that may hold work (ties: in the order given)."""
-        peeks: list[int] = await asyncio.gather(*(
+        peeks = await asyncio.gather(*(
             self._run("peek", (q.tiers, q.delayed, q.waiting), (wait_ms,))
-            for q in (self.queue(tenant, name) for name in names)))
-        ranked = sorted((-best, n) for n, best in enumerate(peeks) if best >= 0)
+            for q in (self.queue(tenant, name) for name in names)), return_exceptions=True)
+        _raise_if_all_failed(peeks)
+        ranked = sorted((-best, n) for n, best in enumerate(peeks)
+                        if isinstance(best, int) and best >= 0)
+        return await self._claim_in_turn(tenant, [names[n] for _, n in ranked], worker,
+                                         lease_ms, count, wait_ms)
+
+    async def _claim_in_turn(self, tenant: str, names: list[str], worker: str, lease_ms: int,
+                             count: int, wait_ms: int) -> list[Task]:
+        """Claim from queue after queue until ``count`` are claimed.
+
+        A queue whose store node is away is passed over (on a cluster, the
+        others carry on); only if every one failed and nothing was claimed
+        does the claim fail.
+        """
         tasks: list[Task] = []
-        for _, n in ranked:
-            tasks += await self._claim_from(tenant, names[n], worker, lease_ms,
-                                            count - len(tasks), wait_ms)
+        failures: list[StoreUnavailable] = []
+        for name in names:
+            try:
+                tasks += await self._claim_from(tenant, name, worker, lease_ms,
+                                                count - len(tasks), wait_ms)
+            except StoreUnavailable as exc:
+                failures.append(exc)
+                continue
             if len(tasks) >= count:
                 break
+        if failures and len(failures) == len(names):
+            raise failures[0]
         return tasks
 
     async def _claim_shards(self, tenant: str, commands: list[str], worker: str,
@@ -464,23 +510,25 @@ class Engine:
         if len(commands) > 1:
             names = [keys.shard_name(c, k) for k in order for c in commands]
             return await self._claim_ranked(tenant, names, worker, lease_ms, count, wait_ms)
-        tasks: list[Task] = []
-        for k in order:
-            tasks += await self._claim_from(tenant, keys.shard_name(commands[0], k), worker,
-                                            lease_ms, count - len(tasks), wait_ms)
-            if len(tasks) >= count:
-                break
-        return tasks
+        return await self._claim_in_turn(tenant, [keys.shard_name(commands[0], k)
+                                                  for k in order],
+                                         worker, lease_ms, count, wait_ms)
 
     async def _claim_from(self, tenant: str, name: str, worker: str, lease_ms: int,
                           count: int, wait_ms: int) -> list[Task]:
         q = self.queue(tenant, name)
-        reply = await self._run(
-            "claim", (*q.ready, q.tiers, q.delayed, q.inflight, q.tasks, q.payloads, q.waiting),
-            (worker, lease_ms, ids.lease_token(), count, wait_ms, keys.EVENTS_CHANNEL, tenant,
-             q.command))
-        tasks = [task_of(reply[i].decode(), q.command, tenant, reply[i + 2], reply[i + 1])
-                 for i in range(1, len(reply), 3)]
+        try:
+            reply = await self._run(
+                "claim", (*q.ready, q.tiers, q.delayed, q.inflight, q.tasks, q.payloads,
+                          q.waiting),
+                (worker, lease_ms, ids.lease_token(), count, wait_ms, keys.EVENTS_CHANNEL,
+                 tenant, q.command))
+        except ReplicationUnconfirmed as exc:
+            # Leased, but not safely: give them back rather than leave them
+            # leased to a caller that gets a 503.
+            await self._give_back(tenant, worker, _claimed(q, exc.reply))
+            raise
+        tasks = _claimed(q, reply)
         if tasks:
             self.observer.claimed(tenant, q.command, len(tasks))
             self._hint_lease(q, tasks[-1])
@@ -670,8 +718,28 @@ class Engine:
         else:
             log.warning("store %s not reachable yet; retrying in the background",
                         redact(self.store.url))
+            self._late_check = asyncio.create_task(self._check_later(), name="check-layout")
         if loops:
             self.start()
+
+    async def _check_later(self) -> None:
+        """Check the layout once the store answers (503 for creates and claims
+        until then; for good, should it hold another layout)."""
+        while True:
+            try:
+                await self.check_layout()
+                return
+            except StoreUnavailable:
+                await asyncio.sleep(0.5)
+            except LayoutMismatch as exc:
+                self.refused = str(exc)
+                log.critical("refusing the store: %s", exc)
+                return
+
+    def _check_writable(self) -> None:
+        if not self.checked:
+            raise StoreUnavailable(f"this process refuses the store: {self.refused}"
+                                   if self.refused else "the store's layout is not checked yet")
 
     async def check_layout(self) -> None:
         """Mark an empty store with this layout; refuse one written by another.
@@ -691,6 +759,12 @@ class Engine:
             raise LayoutMismatch(f"the store holds codeQ key layout {found.decode()!r}; this "
                                  f"version reads layout {keys.LAYOUT_VERSION.decode()!r}")
         await self._check_shards(found is not None)
+        if getattr(self.store, "wait_replicas", 0):
+            info = await self._cmd(b"INFO", b"server")
+            if b"kvrocks_version" in info:
+                raise LayoutMismatch("--store-wait-replicas needs WAIT, which KVRocks does not "
+                                     "have: leave it at 0 there")
+        self.checked = True
 
     async def _check_shards(self, used: bool) -> None:
         """Record the store's queue shards the first time; refuse another number
@@ -721,7 +795,7 @@ class Engine:
 
     async def ping(self) -> bool:
         """Return whether the store answers right now and wake-ups can arrive."""
-        if not self.notifier.subscribed:
+        if not self.notifier.subscribed or not self.checked:
             return False
         try:
             return await asyncio.wait_for(self.store.execute((b"PING",)), 2.0) == b"PONG"
@@ -752,7 +826,7 @@ class Engine:
         ]
 
     async def stop(self) -> None:
-        tasks = [*self._loops, *([self._resweep] if self._resweep else [])]
+        tasks = [*self._loops, *(t for t in (self._resweep, self._late_check) if t)]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

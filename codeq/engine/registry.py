@@ -5,9 +5,12 @@ forgets a queue once it holds no task. Registration and forgetting cross
 hash slots (on a cluster, nodes), so they are ordered steps that keep every
 queue with a task registered:
 
-- a create registers its queue, and waits for that, before its script runs,
-  so no crash can leave a task in an unregistered queue; and again, not
-  waited for, after its task is in, in case the queue was forgotten between;
+- a create registers its queue, and waits for that, before its script runs;
+  and again, waited for too, after its task is in and before it is
+  acknowledged, in case the queue was forgotten between (only a crash
+  between the task and this second registration, while a forget of that
+  very queue ran, leaves a task unregistered; the next create in the queue
+  registers it);
 - forgetting is SREM, then a second look at the queue: a task that landed
   before the SREM is seen and the queue registered again, and a create
   landing after it registers again after its task.
@@ -20,7 +23,7 @@ queue not forgotten, until the process registers it again.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from codeq import keys
 from codeq.errors import StoreUnavailable
@@ -36,7 +39,6 @@ class Registry:
 
     def __init__(self, engine: Engine, retention_seconds: float) -> None:
         self.engine = engine
-        self.store = engine.store
         self.run = engine._cmd  # runs one command, store errors as StoreUnavailable
         self.refresh = min(REFRESH, retention_seconds / 2)
         self._known: set[tuple[str, str]] = set()
@@ -46,19 +48,19 @@ class Registry:
         if (tenant, command) not in self._known:
             await asyncio.gather(*(self.run(*cmd) for cmd in self._commands(tenant, command)))
 
-    def created(self, tenant: str, command: str) -> None:
-        """Note that a create made a task in the queue: register it again (a
-        forget may have run since the first time), then trust it a while."""
+    async def created(self, tenant: str, command: str) -> None:
+        """A create made a task in the queue: register it again, waited for,
+        before the create is acknowledged (a forget may have run since the
+        first time), then trust it a while."""
         key = (tenant, command)
         if key in self._known:
             return
+        try:
+            await asyncio.gather(*(self.run(*cmd) for cmd in self._commands(tenant, command)))
+        except StoreUnavailable:
+            return  # registered before the script; the next create tries again
         self._known.add(key)
         asyncio.get_running_loop().call_later(self.refresh, self._known.discard, key)
-        try:
-            for cmd in self._commands(tenant, command):
-                self.store.execute(cmd).add_done_callback(_consume)
-        except StoreUnavailable:
-            pass  # registered before the script all the same
 
     @staticmethod
     def _commands(tenant: str, command: str) -> tuple[tuple[bytes, bytes, str], ...]:
@@ -78,8 +80,3 @@ class Registry:
 
     async def commands(self, tenant: str) -> list[str]:
         return [c.decode() for c in await self.run(b"SMEMBERS", keys.tenant_commands(tenant))]
-
-
-def _consume(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()  # a refused registration is retried by the next create

@@ -63,10 +63,16 @@ def header_key_count(name: str) -> int:
     return highest
 
 
+# Scripts whose changes need no replica's confirmation (--store-wait-replicas):
+# they change nothing, or only what may be lost in a failover (a result
+# waiter's mark, a rate limit's bucket).
+UNCONFIRMED = frozenset({"peek", "queue_stats", "result_wait", "rate_take"})
+
+
 @cache
 def load(name: str) -> Script:
     """Return the Script object for one operation."""
-    return Script(name, render(name), NUMKEYS[name])
+    return Script(name, render(name), NUMKEYS[name], writes=name not in UNCONFIRMED)
 
 
 def all_scripts() -> list[Script]:

@@ -10,6 +10,8 @@ import signal
 import pytest
 
 from codeq._core import ClusterClient, Script, StoreUnavailable, key_slot
+from codeq.config import Settings
+from codeq.engine import Engine, Notifier
 from tests.support import ClusterStore, wait_until
 
 JOIN = Script("join", "return (redis.call('GET', KEYS[1]) or '') .. '+' .. "
@@ -158,3 +160,57 @@ async def test_many_scripts_share_one_wait(cluster):
 
 async def wait_until_async(predicate, timeout: float = 10.0) -> None:
     await asyncio.to_thread(wait_until, predicate, timeout)
+
+
+async def make_engine(cluster: ClusterStore, **settings) -> Engine:
+    store = ClusterClient(cluster.url, wait_replicas=settings.pop("wait_replicas", 0),
+                          command_timeout=settings.pop("command_timeout", 5.0))
+    engine = Engine(store, Notifier(cluster.url, 5.0, store), Settings(**settings))
+    await engine.open(loops=False)
+    return engine
+
+
+async def test_a_claim_its_replicas_did_not_confirm_is_given_back(cluster):
+    await wait_until_async(lambda: replicating(cluster), 30)
+    cluster.flushall()
+    engine = await make_engine(cluster, wait_replicas=1)
+    try:
+        task, _ = await engine.create("default", "wait.claim", b"{}")
+        replica = cluster.replicas_of(cluster.master_of(key_slot(
+            engine.queue("default", "wait.claim").tasks)))[0]
+        assert replica.proc is not None
+        os.kill(replica.proc.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(StoreUnavailable):
+                await engine.claim("default", ["wait.claim"], "w1")
+        finally:
+            os.kill(replica.proc.pid, signal.SIGCONT)
+        # Not left leased to a worker that got a 503: claimable at once.
+        again = await engine.claim("default", ["wait.claim"], "w2")
+        assert [t.id for t in again] == [task.id] and again[0].attempts == 1
+    finally:
+        await engine.close()
+
+
+async def test_a_sharded_claim_passes_over_a_shard_whose_master_is_away(cluster):
+    cluster.flushall()
+    engine = await make_engine(cluster, queue_shards=3, command_timeout=0.5)
+    try:
+        for n in range(6):
+            await engine.create("default", "away", b'{"n":%d}' % n)
+        names = engine.shard_names("away")
+        nodes = {name: cluster.master_of(key_slot(engine.queue("default", name).tasks))
+                 for name in names}
+        assert len({n.port for n in nodes.values()}) > 1, "the shards share one master"
+        stalled = nodes[names[0]]
+        assert stalled.proc is not None
+        os.kill(stalled.proc.pid, signal.SIGSTOP)
+        try:
+            got = await engine.claim("default", ["away"], "w1", count=10)
+        finally:
+            os.kill(stalled.proc.pid, signal.SIGCONT)
+        live = sum(2 for name in names if nodes[name] is not stalled)
+        assert len(got) == live  # every task of the shards on live masters
+        await wait_until_async(cluster.healthy, 30)  # it may have been failed over
+    finally:
+        await engine.close()

@@ -180,3 +180,26 @@ async def test_a_store_used_before_shards_were_recorded_counts_as_unsharded(make
     store.set(keys.LAYOUT, keys.LAYOUT_VERSION)
     with pytest.raises(LayoutMismatch, match="over 1 shard"):
         await make_engine(queue_shards=2)
+
+
+async def test_dead_letters_of_one_instant_page_whole(make_engine):
+    # One upkeep dead-letters them all at the same millisecond: more ties on
+    # the cursor's score than one read of the zset holds.
+    engine = await make_engine(queue_shards=1)
+    total = 700
+    for _ in range(total // 100):
+        await engine.create_many(TENANT, [CreateTask(command="job", payload=b"{}",
+                                                     maxAttempts=1) for _ in range(100)])
+    claimed = []
+    while len(claimed) < total:
+        claimed += await engine.claim(TENANT, ["job"], "w1", count=100, lease_seconds=0.1)
+    await asyncio.sleep(0.15)
+    await engine.store.call(b"PING")
+    assert (await engine.tick()).dead == total
+    seen, cursor = [], None
+    while True:
+        page, cursor = await engine.admin.dlq(TENANT, "job", 100, cursor)
+        seen += [d.task.id for d in page]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(t.id for t in claimed)
