@@ -3,9 +3,9 @@
 # through sudo), then the Python packages into .venv (an editable install, for
 # development). `make test` also builds the sdist and, from it, the wheel,
 # installs that wheel into a fresh .venv-test and tests the installed package
-# on each store of STORES (the KVRocks leg is skipped, with the reason
-# printed, when no kvrocks binary is found; the cluster leg runs
-# CLUSTER_TESTS against Redis Clusters the tests start). `make test-cluster`
+# on each store of STORES: every suite on redis-server, the store-facing ones
+# on KVRocks (KVROCKS_TESTS; skipped, with the reason printed, when no kvrocks
+# binary is found) and on Redis Clusters the tests start (CLUSTER_TESTS). `make test-cluster`
 # runs the cluster leg alone.
 
 PYTHON    ?= python3
@@ -21,6 +21,10 @@ STORES    ?= redis kvrocks cluster
 # tests/engine tests/api tests/push tests/auth"
 CLUSTER_TESTS ?= tests/cluster tests/engine tests/api \
 	--deselect tests/api/test_concurrency.py::test_20_workers_claim_2000_tasks_exactly_once
+# The KVRocks leg: every suite that reaches the store (the HTTP server's own,
+# the SDK's, the packaging and README checks and the browser run on the redis
+# leg only; about 60 s).
+KVROCKS_TESTS ?= tests/core tests/engine tests/api tests/push tests/auth tests/ui/test_reads.py
 PY        := $(VENV)/bin/python
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS      ?=
@@ -36,7 +40,8 @@ test: lint wheel
 	$(TEST_VENV)/bin/python -m pip install -q --upgrade pip
 	$(TEST_VENV)/bin/python -m pip install -q "$$(ls $(DIST)/codeq-*manylinux*.whl)[test]"
 	@for store in $(STORES); do \
-		if [ "$$store" = cluster ]; then selection="$(CLUSTER_TESTS)"; else selection=tests; fi; \
+		case $$store in cluster) selection="$(CLUSTER_TESTS)";; \
+			kvrocks) selection="$(KVROCKS_TESTS)";; *) selection=tests;; esac; \
 		echo "== tests of the installed wheel on $$store: $$selection"; \
 		started=$$(date +%s); \
 		CODEQ_TEST_STORE=$$store CODEQ_TEST_INSTALLED=1 \
