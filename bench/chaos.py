@@ -58,6 +58,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from codeq._core import key_slot
 from tests.support import ClusterStore, CodeqServer, StoreServer, wait_until
 
 API = "/v1/codeq"
@@ -285,13 +286,10 @@ class ChaosRun:
             self.store.start()
             serve = ["--store-url", self.store.url]
         else:
+            # Started once healthy: every replica synced (one that never did
+            # cannot take over, and WAIT 1 would time out).
             self.store = ClusterStore(masters=3, node_timeout=1000)
             self.store.start()
-            # A replica that never synced cannot take over (its data is "too old"),
-            # and WAIT 1 would time out: wait for every replica's first sync.
-            fast_resync(self.store)
-            wait_until(lambda: replicas_synced(self.store), 30, interval=0.1,
-                       what="every replica to sync")
             serve = ["--store-url", self.store.url, "--store-wait-replicas", "1"]
         serve += ["--queue-shards", str(args.queue_shards),
                   "--tick-interval", "0.1", "--backoff-policy", "fixed",
@@ -406,7 +404,7 @@ class ChaosRun:
         masters = cluster.masters()
         # Half the time the master of the queue's hash tag, where its tasks live
         # (with one shard the other masters hold only the registry and indexes).
-        queue_master = master_of(cluster, f"{{default:{self.command}}}")
+        queue_master = cluster.master_of(key_slot(f"{{default:{self.command}}}"))
         node = (queue_master if queue_master in masters and self.rng.random() < 0.5
                 else self.rng.choice(masters))
         assert node.proc is not None
@@ -419,8 +417,7 @@ class ChaosRun:
         failover = time.monotonic() - t0
         time.sleep(down)
         node.start()
-        fast_resync(cluster)
-        wait_until(lambda: cluster.healthy() and replicas_synced(cluster), 30, interval=0.1,
+        wait_until(cluster.healthy, 30, interval=0.1,
                    what=f"node :{node.port} to rejoin as a synced replica")
         what = "the queue's master" if node is queue_master else "master"
         return (f"SIGKILL {what} pid {pid} :{node.port}, failover in {failover:.1f} s, "
@@ -636,37 +633,9 @@ class ChaosRun:
         return execs, stats
 
 
-def fast_resync(cluster: ClusterStore) -> None:
-    """Have every node start a replica's full sync at once, not after the default
-    5 s (repl-diskless-sync-delay): each master is without its replica, and
-    every WAIT 1 on it times out, only until that sync is done."""
-    for node in live_nodes(cluster):
-        client = node.client()
-        try:
-            client.config_set("repl-diskless-sync-delay", 0)
-        finally:
-            client.close()
-
-
-def master_of(cluster: ClusterStore, key: str) -> StoreServer | None:
-    """The node serving ``key``'s slot, by CLUSTER SLOTS."""
-    client = live_nodes(cluster)[0].client()
-    try:
-        slot = client.execute_command("CLUSTER", "KEYSLOT", key)
-        ranges = client.execute_command("CLUSTER", "SLOTS")
-    finally:
-        client.close()
-    port = next((r[2][1] for r in ranges if r[0] <= slot <= r[1]), None)
-    return next((n for n in cluster.nodes if n.port == port), None)
-
-
-def live_nodes(cluster: ClusterStore) -> list[StoreServer]:
-    return [n for n in cluster.nodes if n.proc is not None and n.proc.poll() is None]
-
-
 def failed_over(cluster: ClusterStore, dead: StoreServer) -> bool:
     """Whether every live node sees every slot served, none by ``dead``."""
-    for node in live_nodes(cluster):
+    for node in cluster.live():
         client = node.client()
         try:
             info = client.execute_command("CLUSTER", "INFO").decode()
@@ -682,27 +651,6 @@ def failed_over(cluster: ClusterStore, dead: StoreServer) -> bool:
             if fields and fields[1].split("@")[0].endswith(f":{dead.port}") and fields[8:]:
                 return False  # still holds slots in this node's view
     return True
-
-
-def replicas_synced(cluster: ClusterStore | StoreServer | None) -> bool:
-    """Whether every master of ``cluster`` has a replica whose link to it is up."""
-    assert isinstance(cluster, ClusterStore)
-    masters = replicas = 0
-    for node in live_nodes(cluster):
-        client = node.client()
-        try:
-            role = client.execute_command("ROLE")
-        except Exception:
-            return False
-        finally:
-            client.close()
-        if role[0] == b"master":
-            masters += 1
-        elif role[3] == b"connected":
-            replicas += 1
-        else:
-            return False
-    return masters > 0 and replicas >= masters
 
 
 # ---------------------------------------------------------------- analysis

@@ -172,6 +172,28 @@ def _consume(fut):
         fut.exception()  # a failed PING is handled by the watchdog, not here
 
 
+async def _stop(task):
+    """Cancel a background task and wait for it to end."""
+    if task is not None:
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):
+            pass
+
+
+async def _all_connected(ready, clients, timeout):
+    """Wait for ``ready``, then for each of ``clients()`` (called then) to be
+    connected, all within ``timeout``; False if it runs out."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        await asyncio.wait_for(asyncio.shield(ready), timeout)
+    except asyncio.TimeoutError:
+        return False
+    left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+    return all(await asyncio.gather(*(c.wait_connected(left) for c in clients())))
+
+
 class Script:
     """A Lua script known by its SHA1, loaded once and called by EVALSHA."""
 
@@ -378,13 +400,8 @@ cdef class Client:
         self.closing = True
         if self.proto is not None:
             self.proto.close()
-        if self.task is not None:
-            self.task.cancel()
-            try:
-                await self.task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self.task = None
+        await _stop(self.task)
+        self.task = None
         self.proto = None
 
     cpdef object execute(self, tuple args):
@@ -730,25 +747,12 @@ cdef class ClusterClient:
     async def wait_connected(self, timeout=None):
         """Wait until the slot map is known and every master connected."""
         self.start()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            await asyncio.wait_for(asyncio.shield(self.ready), timeout)
-        except asyncio.TimeoutError:
-            return False
-        masters = {id(n): n for n in self.slots if n is not None}.values()
-        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-        done = await asyncio.gather(*(n.wait_connected(left) for n in masters))
-        return all(done)
+        return await _all_connected(self.ready, self._serving, timeout)
 
     async def close(self):
         self.closing = True
-        if self.task is not None:
-            self.task.cancel()
-            try:
-                await self.task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self.task = None
+        await _stop(self.task)
+        self.task = None
         nodes, self.nodes = list(self.nodes.values()), {}
         self.slots = [None] * SLOTS
         await asyncio.gather(*(n.close() for n in nodes), return_exceptions=True)
@@ -863,9 +867,15 @@ cdef class ClusterClient:
             raise StoreUnavailable(f"store node {addr} is unreachable")
         return node
 
+    def _serving(self):
+        """The Clients of the masters that serve slots."""
+        serving = set(self.slots)
+        serving.discard(None)
+        return serving
+
     def masters(self):
         """Return the addresses ("host:port") of the masters serving slots."""
-        serving = set(self.slots)
+        serving = self._serving()
         return sorted(addr for addr, node in self.nodes.items() if node in serving)
 
     def node_url(self, str addr):
@@ -916,7 +926,7 @@ cdef class ClusterClient:
                 continue
             delay = 0.05
             self.refreshed.clear()
-            down = any(not n.is_connected for n in set(self.slots) if n is not None)
+            down = any(not n.is_connected for n in self._serving())
             try:
                 await asyncio.wait_for(self.refreshed.wait(),
                                        REFRESH_DOWN if down else REFRESH_IDLE)
@@ -954,7 +964,7 @@ cdef class ClusterClient:
             slots[entry[0]:entry[1] + 1] = [node] * (entry[1] + 1 - entry[0])
         self.slots = slots
         self.refreshes += 1
-        serving = set(slots)
+        serving = self._serving()
         now = time.monotonic()
         for addr, node in list(self.nodes.items()):
             # A node a redirect named lately may be taking slots (a scale-out).
@@ -997,23 +1007,11 @@ class ClusterSubscriber:
 
     async def wait_connected(self, timeout=None):
         self.start()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            await asyncio.wait_for(asyncio.shield(self.known), timeout)
-        except asyncio.TimeoutError:
-            return False
-        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-        return all(await asyncio.gather(*(c.wait_connected(left)
-                                          for c in list(self.clients.values()))))
+        return await _all_connected(self.known, lambda: list(self.clients.values()), timeout)
 
     async def close(self):
-        if self.task is not None:
-            self.task.cancel()
-            try:
-                await self.task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self.task = None
+        await _stop(self.task)
+        self.task = None
         clients, self.clients = list(self.clients.values()), {}
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 

@@ -48,7 +48,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _can_bind(port: int) -> bool:
+def can_bind(port: int) -> bool:
+    """Whether a server could listen on this loopback port now."""
     with socket.socket() as s:
         # As a server binds: connections of a previous run in TIME_WAIT do not count.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -121,7 +122,7 @@ class EmbeddedStore:
                     "--unixsocketperm", "700", "--dir", str(self.data_dir),
                     "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
                     "--daemonize", "no", "--loglevel", "warning"]
-        if self.port is None or (self.proc is None and not _can_bind(self.port)):
+        if self.port is None or (self.proc is None and not can_bind(self.port)):
             # A first start whose last run's port is taken moves; a restart
             # keeps its port, which the server processes connect to.
             self.port = free_port()

@@ -31,7 +31,7 @@ import httpx
 import pytest
 import redis
 
-from codeq.embedded import free_port, stop_process
+from codeq.embedded import can_bind, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -122,19 +122,9 @@ def cluster_port() -> int:
     """
     for _ in range(1000):
         port = random.randrange(10000, 22768)
-        if all(_can_bind(p) for p in (port, port + 10000)):
+        if all(can_bind(p) for p in (port, port + 10000)):
             return port
     raise RuntimeError("no free pair of cluster ports")
-
-
-def _can_bind(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 class StoreServer:

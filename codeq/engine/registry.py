@@ -46,7 +46,7 @@ class Registry:
     async def register(self, tenant: str, command: str) -> None:
         """Register a queue, before a create's script (see the module docstring)."""
         if (tenant, command) not in self._known:
-            await asyncio.gather(*(self.run(*cmd) for cmd in self._commands(tenant, command)))
+            await self._send(tenant, command)
 
     async def created(self, tenant: str, command: str) -> None:
         """A create made a task in the queue: register it again, waited for,
@@ -56,15 +56,16 @@ class Registry:
         if key in self._known:
             return
         try:
-            await asyncio.gather(*(self.run(*cmd) for cmd in self._commands(tenant, command)))
+            await self._send(tenant, command)
         except StoreUnavailable:
             return  # registered before the script; the next create tries again
         self._known.add(key)
         asyncio.get_running_loop().call_later(self.refresh, self._known.discard, key)
 
-    @staticmethod
-    def _commands(tenant: str, command: str) -> tuple[tuple[bytes, bytes, str], ...]:
-        return ((b"SADD", keys.TENANTS, tenant), (b"SADD", keys.tenant_commands(tenant), command))
+    async def _send(self, tenant: str, command: str) -> None:
+        """Add the tenant to the tenants, and the command to the tenant's queues."""
+        await asyncio.gather(self.run(b"SADD", keys.TENANTS, tenant),
+                             self.run(b"SADD", keys.tenant_commands(tenant), command))
 
     async def forget(self, tenant: str, command: str) -> None:
         """Take a queue found empty out of the registry (see the module docstring)."""

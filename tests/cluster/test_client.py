@@ -20,6 +20,7 @@ JOIN = Script("join", "return (redis.call('GET', KEYS[1]) or '') .. '+' .. "
 
 @pytest.fixture(scope="module")
 def cluster():
+    """A cluster of this module's own: its tests flush it and stop its nodes."""
     store = ClusterStore().start()
     yield store
     store.cleanup()
@@ -110,17 +111,8 @@ async def test_a_script_lost_by_one_node_is_loaded_there_again(cluster, client):
     assert await client.evalsha(JOIN, (b"{lost}a", b"{lost}b"), ()) == b"x+"
 
 
-def replicating(cluster: ClusterStore) -> bool:
-    """Every master streams to a replica (the first sync has ended)."""
-    for master in cluster.masters():
-        info = master.client().info("replication")
-        if info.get("slave0", {}).get("state") != "online":
-            return False
-    return True
-
-
 async def test_wait_replicas_confirms_or_refuses(cluster):
-    await wait_until_async(lambda: replicating(cluster), 30)
+    await wait_until_async(cluster.healthy, 30)  # every replica synced
     cluster.flushall()
     client = ClusterClient(cluster.url, wait_replicas=1, wait_timeout=0.5)
     client.register(JOIN)
@@ -141,7 +133,7 @@ async def test_wait_replicas_confirms_or_refuses(cluster):
 
 
 async def test_many_scripts_share_one_wait(cluster):
-    await wait_until_async(lambda: replicating(cluster), 30)
+    await wait_until_async(cluster.healthy, 30)  # every replica synced
     cluster.flushall()
     client = ClusterClient(cluster.url, wait_replicas=1)
     client.register(JOIN)
@@ -171,7 +163,7 @@ async def make_engine(cluster: ClusterStore, **settings) -> Engine:
 
 
 async def test_a_claim_its_replicas_did_not_confirm_is_given_back(cluster):
-    await wait_until_async(lambda: replicating(cluster), 30)
+    await wait_until_async(cluster.healthy, 30)  # every replica synced
     cluster.flushall()
     engine = await make_engine(cluster, wait_replicas=1)
     try:
