@@ -6,8 +6,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from codeq import keys
 from tests.conftest import SERVE_ARGS
-from tests.support import CodeqServer, new_store, snapshot
+from tests.support import CodeqServer, new_store, snapshot, wait_until
 
 V1 = "/v1/codeq"
 JSON = {"Content-Type": "application/json"}
@@ -28,6 +29,11 @@ def isolated():
         claimed = api.post(f"{V1}/tasks/claim", headers={"X-Worker-Id": "w1"},
                            json={"commands": ["bad.input"], "leaseSeconds": 3600})
         assert claimed.status_code == 200
+        # The claim's upkeep hint is sent after its reply (on a cluster, to
+        # another node): let it land before the tests take their snapshots.
+        member = b"default:bad.input"
+        wait_until(lambda: view.zscore(keys.due(keys.due_shard(member)), member) is not None,
+                   what="the claim's upkeep hint")
         yield api, claimed.json()["id"], view
     server.stop()
     view.close()
