@@ -6,11 +6,14 @@ bench/load.py's clients (create -> claim -> result):
 - ``off``: no task has a webhook
 - ``on``: every task's webhook is a local receiver that answers 200 at once
 - ``hanging``: every task's webhook is a receiver that answers after 10 s
+- ``shared``: a quarter of the clients use a command whose webhook hangs
+  (10 s), the rest one whose receiver answers at once
 
 Prints tasks/s and p50/p99 per endpoint for each, how many callbacks the
-receiver got during the run, and (``on``) how long the last ones took to
-arrive after the run. A slow receiver must not slow the API: compare
-``hanging`` with ``off``. Stops everything it started by PID.
+receiver got during the run, and (``on``, ``shared``) how long the last
+ones to the answering receiver took to arrive after the run. A slow receiver
+must not slow the API (compare ``hanging`` with ``off``), nor the callbacks
+to other receivers (``shared``). Stops everything it started by PID.
 
     python bench/callbacks.py --clients 32 --tasks 10000
 """
@@ -18,6 +21,7 @@ arrive after the run. A slow receiver must not slow the API: compare
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
@@ -99,30 +103,50 @@ class ReceiverProcess:
 
 
 def run_case(name: str, args: argparse.Namespace) -> dict:
-    receiver = None if name == "off" else ReceiverProcess(10.0 if name == "hanging" else 0.0)
+    slow = ReceiverProcess(10.0) if name in ("hanging", "shared") else None
+    fast = ReceiverProcess(0.0) if name in ("on", "shared") else None
     store = StoreServer(appendonly=True).start()
     server = None
     try:
         server = CodeqServer("--store-url", store.url, "--log-level", "warning",
                              "--webhook-allow", "127.0.0.1/32").start()
-        result = uvloop.run(drive("127.0.0.1", server.port, args.clients, args.tasks,
-                                  args.duration, f"callbacks.{name}",
-                                  receiver.url() if receiver else None))
-        if receiver is not None:
-            result["callbacks_during_run"] = receiver.count()
-        if name == "on":
+
+        def load(clients: int, tasks: int, command: str, receiver: ReceiverProcess | None):
+            return drive("127.0.0.1", server.port, clients, tasks, args.duration, command,
+                         receiver.url() if receiver else None)
+
+        if name == "shared":
+            quarter = args.clients // 4
+
+            async def both() -> tuple[dict, dict]:
+                return await asyncio.gather(
+                    load(quarter, args.tasks // 4, "callbacks.shared.slow", slow),
+                    load(args.clients - quarter, args.tasks - args.tasks // 4,
+                         "callbacks.shared.fast", fast))
+
+            slow_part, result = uvloop.run(both())
+            result["tasks_per_s"] += slow_part["tasks_per_s"]
+        else:
+            result = uvloop.run(load(args.clients, args.tasks, f"callbacks.{name}",
+                                     fast or slow))
+        if fast is not None:
+            # Counted against the tasks that call the answering receiver.
+            result["callbacks_during_run"] = fast.count()
             ended = time.monotonic()
-            while receiver.count() < result["completed"] and time.monotonic() - ended < 60:
+            while fast.count() < result["completed"] and time.monotonic() - ended < 60:
                 time.sleep(0.05)
-            result["callbacks_delivered"] = receiver.count()
+            result["callbacks_delivered"] = fast.count()
             result["callbacks_drained_after_s"] = round(time.monotonic() - ended, 2)
+        elif slow is not None:
+            result["callbacks_during_run"] = slow.count()
         return result
     finally:
         if server is not None:
             server.stop()
         store.cleanup()
-        if receiver is not None:
-            receiver.stop()
+        for receiver in (slow, fast):
+            if receiver is not None:
+                receiver.stop()
 
 
 def main() -> int:
@@ -131,8 +155,9 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=10000)
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--cases", default="off,on,hanging,shared")
     args = parser.parse_args()
-    results = {name: run_case(name, args) for name in ("off", "on", "hanging")}
+    results = {name: run_case(name, args) for name in args.cases.split(",")}
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -145,8 +170,8 @@ def main() -> int:
         if "callbacks_during_run" in r:
             extra = f"{r['callbacks_during_run']} during the run"
         if "callbacks_delivered" in r:
-            extra += (f", all {r['callbacks_delivered']} {r['callbacks_drained_after_s']} s "
-                      "after it")
+            extra += (f", {r['callbacks_delivered']} of {r['completed']} "
+                      f"{r['callbacks_drained_after_s']} s after it")
         print(f"{name:<9}{r['tasks_per_s']:>9,.0f}  {cells[0]:>15}  {cells[1]:>15}  "
               f"{cells[2]:>15}  {extra}")
     return 0

@@ -100,6 +100,10 @@ class Settings:
     callback_backoff_max_seconds: float = _opt(900.0, "longest delay between two attempts of "
                                                "a callback")
     callback_concurrency: int = _opt(64, "callback POSTs in flight at once, per server process")
+    callback_host_concurrency: int = _opt(32, "callback POSTs in flight at once to one "
+                                          "receiver (host and port), per server process; the "
+                                          "rest wait, so a slow receiver cannot hold every "
+                                          "slot")
 
     def __post_init__(self) -> None:
         problems = validate(self)
@@ -185,6 +189,8 @@ def validate(s: Settings) -> list[str]:
         problems.append("callback_max_attempts must be at least 1")
     if s.callback_concurrency < 1:
         problems.append("callback_concurrency must be at least 1")
+    if s.callback_host_concurrency < 1:
+        problems.append("callback_host_concurrency must be at least 1")
     for name in ("callback_timeout", "callback_backoff_max_seconds"):
         if getattr(s, name) <= 0:
             problems.append(f"{name} must be positive")

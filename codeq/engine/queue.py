@@ -682,12 +682,13 @@ class Engine:
 
     async def callback_done(self, tenant: str, name: str, task_id: str, taker: str,
                             outcome: str, error: str = "", retry_at_ms: int = 0) -> bool:
-        """Record one delivery attempt's outcome (delivered, retry or failed);
+        """Record one delivery attempt's outcome (delivered, retry or failed),
+        or hand an entry back unsent (deferred, due again at ``retry_at_ms``);
         False when the entry was taken over meanwhile."""
         q = self.queue(tenant, name)
         done = await self._run("callback_done", (q.outbox, q.callbacks),
                                (task_id, taker, outcome, error, retry_at_ms))
-        if done and outcome == "retry":
+        if done and outcome in ("retry", "deferred"):
             self.hint(tenant, name, retry_at_ms)
         return bool(done)
 

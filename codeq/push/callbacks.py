@@ -10,17 +10,29 @@ failed attempt is retried after 2 s, 8 s, 32 s ... (base times 4 per
 attempt, capped, jittered by +-20 %), and after the last attempt the entry is
 kept as failed. With the defaults (8 attempts, base 2 s, cap 900 s) the
 retries span about 41 minutes, plus the attempts' own timeouts.
+
+At most ``callback_host_concurrency`` of the POSTs in flight go to one
+receiver (host and port), so a receiver that hangs cannot hold every slot.
+A queue is taken from only as far as the receiver of its last callback has
+free slots (a queue's callbacks mostly go to one receiver), so a backlog for
+a slow receiver stays in the store rather than being taken and handed back.
+While that receiver is full, the queue has one entry taken a second, in
+case it is for another receiver; an entry taken for a receiver at its cap is
+handed back unsent, due again a second later, without counting an attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import random
 import time
 import uuid
+from collections import Counter
 from datetime import datetime
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Raw, Struct
@@ -42,6 +54,8 @@ log = logging.getLogger("codeq.push")
 
 TAKE_LIMIT = 100  # entries taken per queue and round
 STOP_GRACE = 2.0  # seconds deliveries in flight get to end when the process stops
+DEFER_MS = 1000  # an entry handed back because its receiver was busy is due again after
+MAX_QUEUES_REMEMBERED = 10_000
 BACKOFF_FACTOR = 4
 JITTER = 0.2
 
@@ -59,6 +73,17 @@ class CallbackBody(Struct, kw_only=True, omit_defaults=True):
 
 
 _encode = msgspec.json.Encoder().encode
+
+
+def receiver_of(raw_task: bytes) -> str:
+    """The host and port a task's callback goes to ('' if it cannot be told:
+    the delivery then fails on its own and is counted as an attempt)."""
+    try:
+        url = urlsplit(stored_task_decoder.decode(raw_task).webhook or "")
+        port = url.port or (443 if url.scheme == "https" else 80)
+        return f"{(url.hostname or '').lower()}:{port}"
+    except (msgspec.DecodeError, ValueError):
+        return ""
 
 
 def retry_delay(attempts: int, base: float, cap: float, rand: float) -> float:
@@ -82,6 +107,11 @@ class Dispatcher:
         self.lease_ms = int((2 * settings.callback_timeout + 1) * 1000)
         self.work = Worklist()
         self.busy = 0
+        self.per_receiver = min(settings.callback_host_concurrency,
+                                settings.callback_concurrency)
+        self.receivers: Counter[str] = Counter()  # deliveries in flight per receiver
+        self.last_receiver: dict[tuple[str, str], str] = {}  # queue -> its last receiver
+        self.probed: dict[tuple[str, str], float] = {}  # queue -> when it was last probed
         self.deliveries: set[asyncio.Task[None]] = set()
         self.loop_task: asyncio.Task[None] | None = None
 
@@ -102,30 +132,77 @@ class Dispatcher:
     async def _run(self) -> None:
         while True:
             for tenant, queue in await self.work.take():
-                free = self.settings.callback_concurrency - self.busy
-                if free <= 0:
+                limit = min(self.settings.callback_concurrency - self.busy, TAKE_LIMIT)
+                # Sized to what the receiver of the queue's last callback can take
+                # now: a queue's callbacks mostly go to one receiver.
+                last = self.last_receiver.get((tenant, queue))
+                if last is not None and limit > 0:
+                    limit = min(limit, self.per_receiver - self.receivers[last])
+                    if limit <= 0 and self._may_probe(tenant, queue):
+                        limit = 1  # the next callback may be for another receiver
+                if limit <= 0:
                     self.work.due.add((tenant, queue))  # a finished delivery wakes us
                     continue
                 taker = f"{self.taker}.{next(self.takes)}"
                 try:
                     entries = await self.engine.take_callbacks(
-                        tenant, queue, min(free, TAKE_LIMIT), self.lease_ms, taker)
+                        tenant, queue, limit, self.lease_ms, taker)
                 except StoreUnavailable:
                     continue  # the upkeep hands them on once the store is back
                 except Exception:
                     log.exception("taking callbacks of %s/%s failed", tenant, queue)
                     continue
+                deferred = []
                 for entry in entries:
+                    receiver = receiver_of(entry[2])
+                    self._remember(tenant, queue, receiver)
+                    if self.receivers[receiver] >= self.per_receiver:
+                        deferred.append(entry[0])
+                        continue
                     self.busy += 1
+                    self.receivers[receiver] += 1
                     task = asyncio.create_task(self._deliver(tenant, queue, taker, *entry))
                     self.deliveries.add(task)
-                    task.add_done_callback(self._delivered)
-                if len(entries) == min(free, TAKE_LIMIT):
+                    task.add_done_callback(functools.partial(self._delivered, receiver))
+                if deferred:
+                    await self._defer(tenant, queue, taker, deferred)
+                if len(entries) == limit:
                     self.work.add(tenant, queue)  # there may be more
 
-    def _delivered(self, task: asyncio.Task[None]) -> None:
+    def _remember(self, tenant: str, queue: str, receiver: str) -> None:
+        if len(self.last_receiver) >= MAX_QUEUES_REMEMBERED:
+            self.last_receiver.clear()  # bounded; an unknown queue is only taken wider once
+        self.last_receiver[(tenant, queue)] = receiver
+
+    def _may_probe(self, tenant: str, queue: str) -> bool:
+        """Whether a queue waiting on a busy receiver may have one entry taken
+        now: once per DEFER_MS, so that a handed-back entry costs a write a
+        second, not one per wake-up."""
+        now = time.monotonic()
+        if now - self.probed.get((tenant, queue), 0.0) < DEFER_MS / 1000:
+            return False
+        if len(self.probed) >= MAX_QUEUES_REMEMBERED:
+            self.probed.clear()
+        self.probed[(tenant, queue)] = now
+        return True
+
+    async def _defer(self, tenant: str, queue: str, taker: str, ids: list[str]) -> None:
+        """Hand entries back unsent; any left unrecorded come back when their lease ends."""
+        retry_at = int(time.time() * 1000) + DEFER_MS
+        outcomes = await asyncio.gather(
+            *(self.engine.callback_done(tenant, queue, task_id, taker, "deferred", "", retry_at)
+              for task_id in ids), return_exceptions=True)
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        if failed:
+            log.warning("%d callbacks of %s/%s not handed back: %s", len(failed), tenant,
+                        queue, failed[0])
+
+    def _delivered(self, receiver: str, task: asyncio.Task[None]) -> None:
         self.deliveries.discard(task)
         self.busy -= 1
+        self.receivers[receiver] -= 1
+        if not self.receivers[receiver]:
+            del self.receivers[receiver]
         if self.work.due:
             self.work.wake.set()
 

@@ -7,9 +7,10 @@
 
   ARGV[1] id
   ARGV[2] taker     token the entry was taken with
-  ARGV[3] outcome   delivered | retry | failed (no attempt left)
-  ARGV[4] error     what went wrong ('' when delivered)
-  ARGV[5] retry at  ms, for retry
+  ARGV[3] outcome   delivered | retry | failed (no attempt left) | deferred (not
+                    sent: its receiver was busy; no attempt is counted)
+  ARGV[4] error     what went wrong ('' when delivered or deferred)
+  ARGV[5] retry at  ms, for retry and deferred
 
   Returns 1, or 0 when the caller no longer held the entry.
 ]]
@@ -25,7 +26,10 @@ if cb[5] ~= ARGV[2] then
   return 0
 end
 local outcome = ARGV[3]
-local attempts = cb[2] + 1
+local attempts = cb[2]
+if outcome ~= 'deferred' then
+  attempts = attempts + 1
+end
 local err = cb[3]
 if ARGV[4] ~= '' then
   err = ARGV[4]

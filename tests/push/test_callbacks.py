@@ -208,6 +208,45 @@ def test_a_callback_owed_when_its_process_dies_is_delivered_after_a_restart(serv
         assert wait_state(client, task["id"], "delivered")["attempts"] == 1
 
 
+def test_a_hanging_receiver_holds_only_its_share_of_the_slots(serve, command):
+    # 4 slots, at most 2 to one receiver; an attempt may hang for 10 s.
+    server = serve("--callback-concurrency", "4", "--callback-host-concurrency", "2",
+                   "--callback-timeout", "10")
+    with Receiver(hang=True) as slow, Receiver() as fast, \
+            httpx.Client(base_url=server.base, timeout=20) as client:
+        waiting = [create(client, command, slow.url()) for _ in range(6)]
+        for _ in waiting:
+            result(client, claim(client, command))
+        slow.wait_for(2)
+        # Sharing 4 slots, the hanging receiver would hold them all for 10 s.
+        other = create(client, command + ".other", fast.url())
+        result(client, claim(client, command + ".other"))
+        assert fast.wait_for(1, timeout=5)[0]["taskId"] == other["id"]
+        assert len(slow.got) == 2  # the rest wait, unsent
+        slow.release()
+        states = [wait_state(client, t["id"], "delivered", timeout=30) for t in waiting]
+        # The two cut short count one failed attempt each; waiting unsent counts none.
+        assert sorted(s["attempts"] for s in states) == [1, 1, 1, 1, 2, 2]
+        assert len(slow.got) == 8
+
+
+def test_a_queue_calling_a_hanging_and_another_receiver_reaches_the_other(serve, command):
+    server = serve("--callback-concurrency", "4", "--callback-host-concurrency", "2",
+                   "--callback-timeout", "10")
+    with Receiver(hang=True) as slow, Receiver() as fast, \
+            httpx.Client(base_url=server.base, timeout=20) as client:
+        waiting = [create(client, command, slow.url()) for _ in range(4)]
+        other = create(client, command, fast.url())  # behind them in the same queue
+        for _ in range(5):
+            result(client, claim(client, command))
+        assert fast.wait_for(1, timeout=8)[0]["taskId"] == other["id"]
+        assert len(slow.got) == 2
+        slow.release()
+        states = [wait_state(client, t["id"], "delivered", timeout=30) for t in waiting]
+        assert sorted(s["attempts"] for s in states) == [1, 1, 2, 2]
+        assert wait_state(client, other["id"], "delivered")["attempts"] == 1
+
+
 def test_two_processes_never_deliver_one_entry_twice(serve, command):
     first, second = serve(), serve()
     tasks = 500
