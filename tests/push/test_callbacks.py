@@ -208,10 +208,13 @@ def test_a_callback_owed_when_its_process_dies_is_delivered_after_a_restart(serv
         assert wait_state(client, task["id"], "delivered")["attempts"] == 1
 
 
+# 4 delivery slots, at most 2 to one receiver; an attempt may hang for 10 s.
+CAPPED = ("--callback-concurrency", "4", "--callback-host-concurrency", "2",
+          "--callback-timeout", "10")
+
+
 def test_a_hanging_receiver_holds_only_its_share_of_the_slots(serve, command):
-    # 4 slots, at most 2 to one receiver; an attempt may hang for 10 s.
-    server = serve("--callback-concurrency", "4", "--callback-host-concurrency", "2",
-                   "--callback-timeout", "10")
+    server = serve(*CAPPED)
     with Receiver(hang=True) as slow, Receiver() as fast, \
             httpx.Client(base_url=server.base, timeout=20) as client:
         waiting = [create(client, command, slow.url()) for _ in range(6)]
@@ -231,8 +234,7 @@ def test_a_hanging_receiver_holds_only_its_share_of_the_slots(serve, command):
 
 
 def test_a_queue_calling_a_hanging_and_another_receiver_reaches_the_other(serve, command):
-    server = serve("--callback-concurrency", "4", "--callback-host-concurrency", "2",
-                   "--callback-timeout", "10")
+    server = serve(*CAPPED)
     with Receiver(hang=True) as slow, Receiver() as fast, \
             httpx.Client(base_url=server.base, timeout=20) as client:
         waiting = [create(client, command, slow.url()) for _ in range(4)]
