@@ -16,9 +16,13 @@ receiver (host and port), so a receiver that hangs cannot hold every slot.
 A queue is taken from only as far as the receiver of its last callback has
 free slots (a queue's callbacks mostly go to one receiver), so a backlog for
 a slow receiver stays in the store rather than being taken and handed back.
-While that receiver is full, the queue has one entry taken a second, in
-case it is for another receiver; an entry taken for a receiver at its cap is
-handed back unsent, due again a second later, without counting an attempt.
+While that receiver is full, a queue waiting on it still has up to
+PROBE_TAKE entries taken, in case they are for other receivers, but not
+within a second of a take that had to hand callbacks for the full receiver
+back: those are handed back unsent, due again a second later, without
+counting an attempt. So a queue whose tasks call a hanging receiver and
+others gets to the others' callbacks behind the hanging one's at about
+PROBE_TAKE a second (plus the hanging receiver's freed slots), not at once.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ TAKE_LIMIT = 100  # entries taken per queue and round
 STOP_GRACE = 2.0  # seconds deliveries in flight get to end when the process stops
 DEFER_MS = 1000  # an entry handed back because its receiver was busy is due again after
 MAX_QUEUES_REMEMBERED = 10_000
+PROBE_TAKE = 16  # entries a probe of a queue waiting on a full receiver takes at most
 BACKOFF_FACTOR = 4
 JITTER = 0.2
 
@@ -80,8 +85,9 @@ def receiver_of(raw_task: bytes) -> str:
     the delivery then fails on its own and is counted as an attempt)."""
     try:
         url = urlsplit(stored_task_decoder.decode(raw_task).webhook or "")
-        port = url.port or (443 if url.scheme == "https" else 80)
-        return f"{(url.hostname or '').lower()}:{port}"
+        if not url.hostname:
+            return ""
+        return f"{url.hostname.lower()}:{url.port or (443 if url.scheme == 'https' else 80)}"
     except (msgspec.DecodeError, ValueError):
         return ""
 
@@ -111,7 +117,8 @@ class Dispatcher:
                                 settings.callback_concurrency)
         self.receivers: Counter[str] = Counter()  # deliveries in flight per receiver
         self.last_receiver: dict[tuple[str, str], str] = {}  # queue -> its last receiver
-        self.probed: dict[tuple[str, str], float] = {}  # queue -> when it was last probed
+        # Full receiver -> when callbacks for it were last handed back.
+        self.probed: dict[str, float] = {}
         self.deliveries: set[asyncio.Task[None]] = set()
         self.loop_task: asyncio.Task[None] | None = None
 
@@ -138,8 +145,9 @@ class Dispatcher:
                 last = self.last_receiver.get((tenant, queue))
                 if last is not None and limit > 0:
                     limit = min(limit, self.per_receiver - self.receivers[last])
-                    if limit <= 0 and self._may_probe(tenant, queue):
-                        limit = 1  # the next callback may be for another receiver
+                    if limit <= 0 and self._may_probe(last):
+                        # The next callbacks may be for other receivers.
+                        limit = min(self.settings.callback_concurrency - self.busy, PROBE_TAKE)
                 if limit <= 0:
                     self.work.due.add((tenant, queue))  # a finished delivery wakes us
                     continue
@@ -158,6 +166,7 @@ class Dispatcher:
                     self._remember(tenant, queue, receiver)
                     if self.receivers[receiver] >= self.per_receiver:
                         deferred.append(entry[0])
+                        self.probed[receiver] = time.monotonic()
                         continue
                     self.busy += 1
                     self.receivers[receiver] += 1
@@ -170,21 +179,16 @@ class Dispatcher:
                     self.work.add(tenant, queue)  # there may be more
 
     def _remember(self, tenant: str, queue: str, receiver: str) -> None:
-        if len(self.last_receiver) >= MAX_QUEUES_REMEMBERED:
-            self.last_receiver.clear()  # bounded; an unknown queue is only taken wider once
+        known = self.last_receiver.pop((tenant, queue), None)
+        if known is None and len(self.last_receiver) >= MAX_QUEUES_REMEMBERED:
+            del self.last_receiver[next(iter(self.last_receiver))]  # the least recent
         self.last_receiver[(tenant, queue)] = receiver
 
-    def _may_probe(self, tenant: str, queue: str) -> bool:
-        """Whether a queue waiting on a busy receiver may have one entry taken
-        now: once per DEFER_MS, so that a handed-back entry costs a write a
-        second, not one per wake-up."""
-        now = time.monotonic()
-        if now - self.probed.get((tenant, queue), 0.0) < DEFER_MS / 1000:
-            return False
-        if len(self.probed) >= MAX_QUEUES_REMEMBERED:
-            self.probed.clear()
-        self.probed[(tenant, queue)] = now
-        return True
+    def _may_probe(self, receiver: str) -> bool:
+        """Whether a queue waiting on this full receiver may be taken from now:
+        not within DEFER_MS of a take that had to hand back callbacks for it,
+        so handing back costs a few writes a second however many queues wait."""
+        return time.monotonic() - self.probed.get(receiver, 0.0) >= DEFER_MS / 1000
 
     async def _defer(self, tenant: str, queue: str, taker: str, ids: list[str]) -> None:
         """Hand entries back unsent; any left unrecorded come back when their lease ends."""
@@ -203,6 +207,7 @@ class Dispatcher:
         self.receivers[receiver] -= 1
         if not self.receivers[receiver]:
             del self.receivers[receiver]
+            self.probed.pop(receiver, None)
         if self.work.due:
             self.work.wake.set()
 

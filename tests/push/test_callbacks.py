@@ -208,9 +208,10 @@ def test_a_callback_owed_when_its_process_dies_is_delivered_after_a_restart(serv
         assert wait_state(client, task["id"], "delivered")["attempts"] == 1
 
 
-# 4 delivery slots, at most 2 to one receiver; an attempt may hang for 10 s.
+# 4 delivery slots, at most 2 to one receiver; an attempt may hang for 30 s
+# (each test releases its hanging receiver long before).
 CAPPED = ("--callback-concurrency", "4", "--callback-host-concurrency", "2",
-          "--callback-timeout", "10")
+          "--callback-timeout", "30")
 
 
 def test_a_hanging_receiver_holds_only_its_share_of_the_slots(serve, command):
@@ -221,7 +222,7 @@ def test_a_hanging_receiver_holds_only_its_share_of_the_slots(serve, command):
         for _ in waiting:
             result(client, claim(client, command))
         slow.wait_for(2)
-        # Sharing 4 slots, the hanging receiver would hold them all for 10 s.
+        # Sharing 4 slots, the hanging receiver would hold them all for 30 s.
         other = create(client, command + ".other", fast.url())
         result(client, claim(client, command + ".other"))
         assert fast.wait_for(1, timeout=5)[0]["taskId"] == other["id"]
