@@ -66,6 +66,9 @@ class ClusterClient:
     on_connect: Callable[[], None] | None
     wait_replicas: int
     refreshes: int
+    moved: int
+    asks: int
+    tryagains: int
     def __init__(self, url: str, *, name: str = "codeq", command_timeout: float = 5.0,
                  on_connect: Callable[[], None] | None = None, wait_replicas: int = 0,
                  wait_timeout: float = 1.0) -> None: ...

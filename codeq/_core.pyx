@@ -697,6 +697,9 @@ cdef class ClusterClient:
     cdef dict redirected     # "host:port" -> when a redirect last named it
     cdef bint closing
     cdef readonly int refreshes
+    cdef readonly long moved      # redirects followed, for the metrics
+    cdef readonly long asks
+    cdef readonly long tryagains
 
     def __init__(self, str url, *, str name="codeq", double command_timeout=DEF_COMMAND_TIMEOUT,
                  on_connect=None, int wait_replicas=0, double wait_timeout=1.0, channel=None,
@@ -726,6 +729,7 @@ cdef class ClusterClient:
         self.redirected = {}
         self.closing = False
         self.refreshes = 0
+        self.moved = self.asks = self.tryagains = 0
 
     @property
     def is_connected(self):
@@ -833,6 +837,12 @@ cdef class ClusterClient:
                 f"{self.wait_timeout_ms} ms ({acked} did)", reply)
 
     def _follow(self, _Call call, str text):
+        if text.startswith("MOVED"):
+            self.moved += 1
+        elif text.startswith("ASK"):
+            self.asks += 1
+        else:
+            self.tryagains += 1
         # Kept until done: the loop holds only weak references to tasks.
         task = asyncio.ensure_future(self._redirect(call, text))
         self.redirecting.add(task)

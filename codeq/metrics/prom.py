@@ -50,6 +50,9 @@ METRICS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...] | None]] = {
                                     None),
     "codeq_store_errors": ("Store calls that failed (store unavailable).", (), None),
     "codeq_store_call_duration_seconds": ("Store script round trips.", (), STORE_BUCKETS),
+    "codeq_store_redirects": ("Redirects the store cluster answered and the client followed "
+                              "(moved, ask, tryagain).", ("kind",), None),
+    "codeq_store_map_refreshes": ("Reads of the store cluster's slot map.", (), None),
     "codeq_http_requests": ("HTTP requests, by route, method and status.",
                             ("route", "method", "status"), None),
     "codeq_http_request_duration_seconds": ("HTTP request latency by route (long polls "
@@ -127,6 +130,7 @@ class Counting(Observer):
         self.file = (self.dir / f"{os.getpid()}-{time.time_ns()}.counts" if self.dir
                      else None)
         self.writer: asyncio.Task[None] | None = None
+        self.store: object = None  # its cluster client's counts are copied in
 
     def start(self) -> None:
         if self.file is not None:
@@ -144,9 +148,20 @@ class Counting(Observer):
             await asyncio.sleep(SNAPSHOT_INTERVAL)
             self.write()
 
+    def _copy_store_counts(self) -> None:
+        """The cluster client counts in C as it goes: copy its totals in."""
+        refreshes = getattr(self.store, "refreshes", None)
+        if refreshes is None:
+            return  # one store node: no redirects
+        values = self.counts.values
+        values[("codeq_store_map_refreshes", ())] = [float(refreshes)]
+        for kind, attr in (("moved", "moved"), ("ask", "asks"), ("tryagain", "tryagains")):
+            values[("codeq_store_redirects", (kind,))] = [float(getattr(self.store, attr))]
+
     def write(self) -> None:
         if self.file is None:
             return
+        self._copy_store_counts()
         tmp = self.file.with_suffix(".tmp")
         try:
             tmp.write_bytes(self.counts.snapshot())
@@ -157,6 +172,7 @@ class Counting(Observer):
     def totals(self) -> Counts:
         """This process' live counts plus every other process' last snapshot."""
         out = Counts()
+        self._copy_store_counts()
         out.add(self.counts.snapshot())
         if self.dir is not None:
             for path in self.dir.glob("*.counts"):

@@ -4,6 +4,7 @@ nothing is finished twice, and the queue goes on working on its new master."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter
@@ -31,6 +32,13 @@ def redirects(*nodes: StoreServer, kinds: tuple[str, ...] = ("MOVED", "ASK", "TR
             client.close()
         total += sum(int(stats.get(f"errorstat_{kind}", {}).get("count", 0)) for kind in kinds)
     return total
+
+
+def redirects_followed(base: str) -> dict[str, float]:
+    """codeq_store_redirects_total by kind, from GET /metrics."""
+    text = httpx.get(base + "/metrics", timeout=10).text
+    found = re.findall(r'^codeq_store_redirects_total\{kind="(\w+)"\} (\S+)$', text, re.M)
+    return {kind: float(value) for kind, value in found}
 
 
 class Flow:
@@ -183,6 +191,10 @@ def test_a_slot_moved_under_load_loses_nothing_and_finishes_nothing_twice(cluste
     # Every redirect the protocol has was given, and followed.
     after = {kind: redirects(source, target, kinds=(kind,)) - n for kind, n in before.items()}
     assert all(after.values()), after
+    # ... and counted in codeQ's metrics (each process' counts up to 1 s old).
+    followed = wait_until(lambda: all((n := redirects_followed(codeq.base)).values()) and n,
+                          5, 0.1, "the redirects in /metrics")
+    assert all(followed[kind.lower()] <= n for kind, n in after.items()), (followed, after)
     print(f"{keys_moved} keys moved in {split_for:.2f} s; {len(ids)} tasks, "
           f"{len(ids) - count_at_move} after the move; redirects {after}; answers {statuses}")
     redelivered = {i: n for i, n in flow.claims.items() if n > 1}
