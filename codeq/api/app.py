@@ -105,8 +105,7 @@ class Service:
 
 def create_app(engine: Engine, settings: Settings) -> Service:
     """Wire the v1 routes to ``engine``; the store comes with the engine."""
-    counting = Counting()
-    counting.store = engine.store
+    counting = Counting(engine.store)
     engine.observer = counting
     push = Push(engine, settings)
     auth = Authenticator(settings)

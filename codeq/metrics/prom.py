@@ -123,14 +123,14 @@ class Counts:
 class Counting(Observer):
     """The engine observer that counts, and the writer of this process' snapshots."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: object = None) -> None:
         self.counts = Counts()
         directory = os.environ.get(ENV)
         self.dir = Path(directory) if directory else None
         self.file = (self.dir / f"{os.getpid()}-{time.time_ns()}.counts" if self.dir
                      else None)
         self.writer: asyncio.Task[None] | None = None
-        self.store: object = None  # its cluster client's counts are copied in
+        self.store = store  # a cluster client's counts are copied in
 
     def start(self) -> None:
         if self.file is not None:

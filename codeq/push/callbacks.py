@@ -139,7 +139,8 @@ class Dispatcher:
     async def _run(self) -> None:
         while True:
             for tenant, queue in await self.work.take():
-                limit = min(self.settings.callback_concurrency - self.busy, TAKE_LIMIT)
+                free = self.settings.callback_concurrency - self.busy
+                limit = min(free, TAKE_LIMIT)
                 # Sized to what the receiver of the queue's last callback can take
                 # now: a queue's callbacks mostly go to one receiver.
                 last = self.last_receiver.get((tenant, queue))
@@ -147,7 +148,7 @@ class Dispatcher:
                     limit = min(limit, self.per_receiver - self.receivers[last])
                     if limit <= 0 and self._may_probe(last):
                         # The next callbacks may be for other receivers.
-                        limit = min(self.settings.callback_concurrency - self.busy, PROBE_TAKE)
+                        limit = min(free, PROBE_TAKE)
                 if limit <= 0:
                     self.work.due.add((tenant, queue))  # a finished delivery wakes us
                     continue
@@ -163,7 +164,6 @@ class Dispatcher:
                 deferred = []
                 for entry in entries:
                     receiver = receiver_of(entry[2])
-                    self._remember(tenant, queue, receiver)
                     if self.receivers[receiver] >= self.per_receiver:
                         deferred.append(entry[0])
                         self.probed[receiver] = time.monotonic()
@@ -173,6 +173,8 @@ class Dispatcher:
                     task = asyncio.create_task(self._deliver(tenant, queue, taker, *entry))
                     self.deliveries.add(task)
                     task.add_done_callback(functools.partial(self._delivered, receiver))
+                if entries:
+                    self._remember(tenant, queue, receiver)  # the last entry's
                 if deferred:
                     await self._defer(tenant, queue, taker, deferred)
                 if len(entries) == limit:
