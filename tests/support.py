@@ -122,9 +122,15 @@ def cluster_port() -> int:
     """
     for _ in range(1000):
         port = random.randrange(10000, 22768)
-        if all(can_bind(p) for p in (port, port + 10000)):
+        pair = (port, port + 10000)
+        # A cluster's nodes all draw their ports before any binds one.
+        if not _CLUSTER_PORTS.intersection(pair) and all(can_bind(p) for p in pair):
+            _CLUSTER_PORTS.update(pair)
             return port
     raise RuntimeError("no free pair of cluster ports")
+
+
+_CLUSTER_PORTS: set[int] = set()
 
 
 class StoreServer:
@@ -486,12 +492,13 @@ def snapshot(client: redis.Redis | redis.RedisCluster) -> dict[bytes, bytes]:
 
 def command_calls(client: redis.Redis | redis.RedisCluster, *names: str) -> int:
     """How many times the store (every master of a cluster) ran the commands
-    ``names`` (lower case) by INFO commandstats; none named: every command."""
+    ``names`` (lower case; ``cluster`` counts every ``cluster|...``) by INFO
+    commandstats; none named: every command."""
     total = 0
     for node in primaries(client):
         stats = node.info("commandstats")
         total += sum(v["calls"] for k, v in stats.items()
-                     if not names or k.removeprefix("cmdstat_") in names)
+                     if not names or k.removeprefix("cmdstat_").split("|")[0] in names)
     return total
 
 

@@ -9,7 +9,9 @@ import time
 import uuid
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
+from codeq.keys import QueueKeys
 from tests.support import wait_until
 
 V1 = "/v1/codeq"
@@ -156,7 +158,7 @@ def test_lease_expiry_redelivers_then_dead_letters(api):
     assert result.json()["task"]["status"] == "FAILED"
 
 
-def test_claim_long_poll_returns_as_soon_as_a_task_appears(api, codeq_server):
+def test_claim_long_poll_returns_as_soon_as_a_task_appears(api, codeq_server, store_view):
     got = {}
 
     def poll():
@@ -168,7 +170,8 @@ def test_claim_long_poll_returns_as_soon_as_a_task_appears(api, codeq_server):
 
     thread = threading.Thread(target=poll)
     thread.start()
-    time.sleep(0.3)  # let the poll start waiting
+    waiting = QueueKeys("default", api.command).waiting
+    wait_until(lambda: store_view.exists(waiting), 10, 0.01, "the poll to wait")
     task = create(api)
     thread.join(20)
     assert got["resp"].status_code == 200
@@ -176,7 +179,7 @@ def test_claim_long_poll_returns_as_soon_as_a_task_appears(api, codeq_server):
     assert got["elapsed"] < 5
 
 
-def test_result_long_poll_returns_as_soon_as_the_result_lands(api, codeq_server):
+def test_result_long_poll_returns_as_soon_as_the_result_lands(api, codeq_server, store_view):
     task = create(api)
     lease = claimed(api)
     got = {}
@@ -190,7 +193,8 @@ def test_result_long_poll_returns_as_soon_as_the_result_lands(api, codeq_server)
 
     thread = threading.Thread(target=poll)
     thread.start()
-    time.sleep(0.3)
+    rwaiters = QueueKeys("default", api.command).rwaiters
+    wait_until(lambda: store_view.sismember(rwaiters, task["id"]), 10, 0.01, "the poll to wait")
     act(api, task["id"], "result", body={"status": "FAILED", "error": "nope",
                                          "leaseId": lease["leaseId"]})
     thread.join(40)
@@ -204,14 +208,22 @@ def test_health_and_readiness(api):
     assert api.get("/readyz").json() == {"status": "ready"}
 
 
-def test_long_poll_of_a_client_that_left_claims_nothing(api, codeq_server):
+def test_long_poll_of_a_client_that_left_claims_nothing(api, codeq_server, store_view):
+    def empty_claims() -> float:
+        return sum(s.value for family in text_string_to_metric_families(api.get("/metrics").text)
+                   for s in family.samples if s.name == "codeq_http_requests_total"
+                   and s.labels["route"] == f"{V1}/tasks/claim" and s.labels["status"] == "204")
+
+    before = empty_claims()
     body = json.dumps({"commands": [api.command], "waitSeconds": 20}).encode()
     request = (f"POST {V1}/tasks/claim HTTP/1.1\r\nHost: x\r\nX-Worker-Id: gone\r\n"
                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
     with socket.create_connection(("127.0.0.1", codeq_server.port)) as sock:
         sock.sendall(request + body)
-        time.sleep(0.3)  # let the poll reach its wait
-    time.sleep(0.3)  # and let the server see the connection close
+        waiting = QueueKeys("default", api.command).waiting
+        wait_until(lambda: store_view.exists(waiting), 10, 0.01, "the poll to wait")
+    # The server ends the departed poll with nothing claimed.
+    wait_until(lambda: empty_claims() > before, 10, 0.05, "the departed poll to end")
     task = create(api)
     # Had the departed poll been woken, it would hold the task now.
     assert claimed(api, "w2")["id"] == task["id"]

@@ -156,13 +156,18 @@ def test_a_crashed_server_process_is_replaced_and_nothing_is_lost(embedded):
     with httpx.Client(base_url=server.base, timeout=10) as api:
         ids = [api.post(f"{V1}/tasks", json={"command": "x.crash", "payload": {}}).json()["id"]
                for _ in range(20)]
-        workers = [p for p in children(server.proc.pid) if STORE_PROCESS not in cmdline(p)]
-        victim = workers[0]
+        def server_processes() -> set[int]:
+            # Spawned server processes; not the store, nor multiprocessing's tracker.
+            return {p for p in children(server.proc.pid)
+                    if "spawn_main" in cmdline(p) and alive(p)}
+
+        workers = server_processes()
+        assert len(workers) == 2
+        victim = min(workers)
         os.kill(victim, signal.SIGKILL)
         wait_until(lambda: not alive(victim), 5, what="the victim to die")
-        wait_until(lambda: len([p for p in children(server.proc.pid)
-                                if STORE_PROCESS not in cmdline(p) and alive(p)]) >= 2,
-                   30, 0.1, "a replacement server process")
+        wait_until(lambda: len(server_processes() - {victim}) == 2, 30, 0.1,
+                   "a replacement server process")
         for task_id in ids:
             resp = wait_until(lambda t=task_id: (r := api.get(f"{V1}/tasks/{t}")).status_code
                               == 200 and r, 10)
@@ -220,7 +225,9 @@ def test_shutdown_ends_long_polls_at_once(store_server):
 
     thread = threading.Thread(target=poll)
     thread.start()
-    time.sleep(0.5)  # let the poll reach its wait
+    with store_server.client() as store:
+        waiting = QueueKeys("default", "x.drain").waiting
+        wait_until(lambda: store.exists(waiting), 10, 0.01, "the poll to wait")
     started = time.monotonic()
     assert server.stop() == 0
     thread.join(10)

@@ -261,7 +261,7 @@ def test_rate_limits_answer_429_then_recover(tokens_file, command):
     store = new_store().start()
     server = CodeqServer("--store-url", store.url, "--log-level", "warning", "--auth", "on",
                          "--tokens-file", str(tokens_file),
-                         "--rate-limit", "create=2/3", "--rate-limit", "claim=100/100").start()
+                         "--rate-limit", "create=0.5/3", "--rate-limit", "claim=100/100").start()
     try:
         mine = httpx.Client(base_url=server.base, timeout=20, headers={
             "Authorization": f"Bearer {static_token('everything')}"})
@@ -276,9 +276,10 @@ def test_rate_limits_answer_429_then_recover(tokens_file, command):
         # Per token: another caller has a bucket of its own; other operations are not limited.
         assert theirs.post(f"{V1}/tasks", json=body).status_code == 202
         assert mine.get(f"{V1}/admin/queues").status_code == 200
-        # 2 a second: a token is back within about half a second.
+        # One every 2 s (slow enough that the 4th create is refused however
+        # slowly the first ran): a token is back within about 2 s.
         wait_until(lambda: mine.post(f"{V1}/tasks", json=body).status_code == 202,
-                   timeout=3, interval=0.1, what="a token to come back")
+                   timeout=6, interval=0.1, what="a token to come back")
         mine.close()
         theirs.close()
     finally:

@@ -296,13 +296,13 @@ async def test_expired_lease_redelivers_then_dead_letters(make_engine, store):
 
 
 async def test_upkeep_removes_only_finished_tasks_past_retention(make_engine, store):
-    engine = await make_engine(retention_seconds=0.2)
+    engine = await make_engine(retention_seconds=1)
     done = await create(engine, idempotency_key="k")
     claimed = await claim_one(engine)
     await engine.submit_result(TENANT, done.id, "w1", claimed.leaseId, "COMPLETED")
     pending = await create(engine)
     assert (await engine.tick()).removed == 0  # not expired yet
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(1.05)
     assert (await engine.tick()).removed == 1
     with pytest.raises(TaskNotFound):
         await engine.get(TENANT, done.id)

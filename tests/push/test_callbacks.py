@@ -189,7 +189,8 @@ def test_a_callback_owed_by_a_killed_process_is_delivered_by_the_next(serve, com
 
 
 def test_a_callback_owed_when_its_process_dies_is_delivered_after_a_restart(serve, command):
-    server = serve("--callback-concurrency", "1")
+    # A 30 s timeout: the hanging receiver must hold the one slot until the kill.
+    server = serve("--callback-concurrency", "1", "--callback-timeout", "30")
     with Receiver(hang=True) as busy, Receiver() as receiver, \
             httpx.Client(base_url=server.base, timeout=20) as client:
         # The one delivery slot is held by a hanging receiver ...
@@ -251,7 +252,9 @@ def test_a_queue_calling_a_hanging_and_another_receiver_reaches_the_other(serve,
 
 
 def test_two_processes_never_deliver_one_entry_twice(serve, command):
-    first, second = serve(), serve()
+    # A 30 s timeout: a reply slowed past 1 s by the load would be sent again,
+    # which at-least-once allows but this test would count as a double delivery.
+    first, second = serve("--callback-timeout", "30"), serve("--callback-timeout", "30")
     tasks = 500
     with Receiver() as receiver, httpx.Client(base_url=first.base, timeout=20) as a, \
             httpx.Client(base_url=second.base, timeout=20) as b:

@@ -46,6 +46,11 @@ def cycles(client: httpx.Client, command: str, n: int, witness: Receiver) -> Non
         drain(client, command)
 
 
+def pool_heard(*pool: Receiver) -> None:
+    """Wait for the pool's 3 notifications: each is sent alongside the witness's."""
+    wait_until(lambda: sum(len(r.got) for r in pool) >= 3, what="the pool's notifications")
+
+
 @pytest.fixture
 def client(push_server):
     with httpx.Client(base_url=push_server.base, timeout=20) as client:
@@ -91,6 +96,7 @@ def test_group_mode_notifies_one_member_per_group_in_turn(client, command):
         subscribe(client, solo.url(), command, deliveryMode="group", groupId="other",
                   minIntervalSeconds=0)
         cycles(client, command, 3, witness=solo)
+        pool_heard(a, b, c)
         assert [len(r.got) for r in (a, b, c)] == [1, 1, 1]  # each in turn
         assert len(solo.got) == 3  # a group of one gets every one
 
@@ -102,6 +108,7 @@ def test_hash_mode_picks_one_stable_member(client, command):
                       minIntervalSeconds=0)
         subscribe(client, witness.url(), command, minIntervalSeconds=0)
         cycles(client, command, 3, witness=witness)
+        pool_heard(a, b, c)
         assert sorted(len(r.got) for r in (a, b, c)) == [0, 0, 3]
 
 
