@@ -30,8 +30,10 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from codeq.embedded import can_bind, free_port, stop_process
+from codeq.keys import QueueKeys
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -111,6 +113,20 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def poll_waiting(view: redis.Redis | redis.RedisCluster, command: str,
+                 tenant: str = "default") -> None:
+    """Wait until a long poll waits on the queue (the claim script marks it)."""
+    waiting = QueueKeys(tenant, command).waiting
+    wait_until(lambda: view.exists(waiting), 10, 0.01, f"a poll on {command} to wait")
+
+
+def metric(base: str, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels``, by GET /metrics."""
+    text = httpx.get(base + "/metrics", timeout=10).text
+    return sum(s.value for family in text_string_to_metric_families(text)
+               for s in family.samples if s.name == name and labels.items() <= s.labels.items())
 
 
 def cluster_port() -> int:

@@ -9,8 +9,7 @@ import uuid
 
 import pytest
 
-from codeq.keys import QueueKeys
-from tests.support import wait_until
+from tests.support import poll_waiting
 
 V1 = "/v1/codeq"
 
@@ -108,8 +107,7 @@ def test_claim_batch_long_polls(api, store_view):
 
     thread = threading.Thread(target=poll)
     thread.start()
-    waiting = QueueKeys("default", api.command).waiting  # set while a poll waits
-    wait_until(lambda: store_view.exists(waiting), 10, 0.01, "the poll to wait")
+    poll_waiting(store_view, api.command)
     create_batch(api, [{"command": api.command, "payload": 1}])
     thread.join(25)
     assert got["resp"].status_code == 200

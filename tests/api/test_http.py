@@ -9,10 +9,9 @@ import time
 import uuid
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from codeq.keys import QueueKeys
-from tests.support import wait_until
+from tests.support import metric, poll_waiting, wait_until
 
 V1 = "/v1/codeq"
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
@@ -170,8 +169,7 @@ def test_claim_long_poll_returns_as_soon_as_a_task_appears(api, codeq_server, st
 
     thread = threading.Thread(target=poll)
     thread.start()
-    waiting = QueueKeys("default", api.command).waiting
-    wait_until(lambda: store_view.exists(waiting), 10, 0.01, "the poll to wait")
+    poll_waiting(store_view, api.command)
     task = create(api)
     thread.join(20)
     assert got["resp"].status_code == 200
@@ -210,9 +208,8 @@ def test_health_and_readiness(api):
 
 def test_long_poll_of_a_client_that_left_claims_nothing(api, codeq_server, store_view):
     def empty_claims() -> float:
-        return sum(s.value for family in text_string_to_metric_families(api.get("/metrics").text)
-                   for s in family.samples if s.name == "codeq_http_requests_total"
-                   and s.labels["route"] == f"{V1}/tasks/claim" and s.labels["status"] == "204")
+        return metric(codeq_server.base, "codeq_http_requests_total",
+                      route=f"{V1}/tasks/claim", status="204")
 
     before = empty_claims()
     body = json.dumps({"commands": [api.command], "waitSeconds": 20}).encode()
@@ -220,8 +217,7 @@ def test_long_poll_of_a_client_that_left_claims_nothing(api, codeq_server, store
                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
     with socket.create_connection(("127.0.0.1", codeq_server.port)) as sock:
         sock.sendall(request + body)
-        waiting = QueueKeys("default", api.command).waiting
-        wait_until(lambda: store_view.exists(waiting), 10, 0.01, "the poll to wait")
+        poll_waiting(store_view, api.command)
     # The server ends the departed poll with nothing claimed.
     wait_until(lambda: empty_claims() > before, 10, 0.05, "the departed poll to end")
     task = create(api)

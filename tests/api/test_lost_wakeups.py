@@ -9,9 +9,8 @@ import time
 import httpx
 import pytest
 
-from codeq.keys import QueueKeys
 from tests.conftest import SERVE_ARGS
-from tests.support import CodeqServer, StallingProxy, not_on_cluster, wait_until
+from tests.support import CodeqServer, StallingProxy, not_on_cluster, poll_waiting, wait_until
 
 V1 = "/v1/codeq"
 EVENTS = b"codeq-events"  # the CLIENT SETNAME of codeQ's pub/sub connection
@@ -43,12 +42,6 @@ def claim_in_background(api, command, wait):
     thread = threading.Thread(target=run)
     thread.start()
     return thread, outcome
-
-
-def poll_waiting(store_view, command):
-    """Wait until a long poll waits on the queue (the claim script marks it)."""
-    waiting = QueueKeys("default", command).waiting
-    wait_until(lambda: store_view.exists(waiting), 10, 0.01, "the poll to wait")
 
 
 # A store timeout far beyond the poll: the dead subscriber is not noticed in

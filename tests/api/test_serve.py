@@ -27,6 +27,7 @@ from tests.support import (
     codeq_cli,
     new_store,
     not_on_cluster,
+    poll_waiting,
     wait_until,
 )
 
@@ -226,8 +227,7 @@ def test_shutdown_ends_long_polls_at_once(store_server):
     thread = threading.Thread(target=poll)
     thread.start()
     with store_server.client() as store:
-        waiting = QueueKeys("default", "x.drain").waiting
-        wait_until(lambda: store.exists(waiting), 10, 0.01, "the poll to wait")
+        poll_waiting(store, "x.drain")
     started = time.monotonic()
     assert server.stop() == 0
     thread.join(10)

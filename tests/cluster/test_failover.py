@@ -12,7 +12,6 @@ from collections import Counter
 import httpx
 import pytest
 
-from codeq.keys import QueueKeys
 from tests.cluster.conftest import (
     CLUSTER_ARGS,
     TENANT,
@@ -22,7 +21,7 @@ from tests.cluster.conftest import (
     create,
     slot_of,
 )
-from tests.support import ClusterStore, CodeqServer, StoreServer, wait_until
+from tests.support import ClusterStore, CodeqServer, StoreServer, poll_waiting, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +131,7 @@ def test_a_killed_master_is_503_then_served_by_its_promoted_replica(two_replicas
 
         poller = threading.Thread(target=poll)
         poller.start()
-        wait_until(lambda: view.exists(QueueKeys(TENANT, command).waiting), 10, 0.01,
-                   "the poll to wait")
+        poll_waiting(view, command, TENANT)
         create(api, command)
         made_at = time.monotonic()
         poller.join(30)

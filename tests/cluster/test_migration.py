@@ -4,7 +4,6 @@ nothing is finished twice, and the queue goes on working on its new master."""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections import Counter
@@ -13,7 +12,7 @@ import httpx
 
 from codeq.keys import QueueKeys
 from tests.cluster.conftest import TENANT, V1, slot_of
-from tests.support import ClusterStore, StoreServer, wait_until
+from tests.support import ClusterStore, StoreServer, metric, wait_until
 
 BUSY = "migrate.busy"
 # What codeQ may answer while a slot moves: a change it could not make now is
@@ -36,9 +35,8 @@ def redirects(*nodes: StoreServer, kinds: tuple[str, ...] = ("MOVED", "ASK", "TR
 
 def redirects_followed(base: str) -> dict[str, float]:
     """codeq_store_redirects_total by kind, from GET /metrics."""
-    text = httpx.get(base + "/metrics", timeout=10).text
-    found = re.findall(r'^codeq_store_redirects_total\{kind="(\w+)"\} (\S+)$', text, re.M)
-    return {kind: float(value) for kind, value in found}
+    return {kind: metric(base, "codeq_store_redirects_total", kind=kind)
+            for kind in ("moved", "ask", "tryagain")}
 
 
 class Flow:

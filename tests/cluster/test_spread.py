@@ -8,7 +8,6 @@ import time
 
 import httpx
 
-from codeq.keys import QueueKeys
 from tests.cluster.conftest import (
     TENANT,
     V1,
@@ -18,7 +17,7 @@ from tests.cluster.conftest import (
     finish,
     slot_of,
 )
-from tests.support import wait_until
+from tests.support import poll_waiting
 
 
 def test_queues_on_every_master_are_woken_claimed_and_finished(cluster, codeq, api):
@@ -43,8 +42,7 @@ def test_queues_on_every_master_are_woken_claimed_and_finished(cluster, codeq, a
     for thread in threads:
         thread.start()
     for command in commands:
-        waiting = QueueKeys(TENANT, command).waiting
-        wait_until(lambda k=waiting: view.exists(k), 10, 0.01, f"the poll on {command} to wait")
+        poll_waiting(view, command, TENANT)
     made = {}
     for command in commands:
         made[command] = (create(api, command, {"c": command}), time.monotonic())
